@@ -1,0 +1,270 @@
+"""Typed stage specs and the run config schema (Hydra structured configs, STYLE.md item 3).
+
+The YAML under ``conf/`` supplies values; these dataclasses give the types, so an unknown key,
+an unknown module group or an unknown command fails when Hydra composes the config, naming the
+key. :func:`register_configs` puts the schema in Hydra's ConfigStore; the orchestrator calls it
+before ``@hydra.main`` runs (no import-time side effects here).
+
+Init sources (``StageSpec.init``): ``backbone`` (the backbone checkpoint), ``fresh`` (random
+weights), or the name of an earlier stage (its latest checkpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional  # noqa: UP035 - OmegaConf needs typing generics
+
+from omegaconf import MISSING
+
+
+class Group(str, Enum):
+    """The units of freezing and initialisation (DESIGN.md §2)."""
+
+    shared = "shared"
+    rpn = "rpn"
+    detector_features = "detector_features"
+    detector_head = "detector_head"
+
+
+GROUPS: tuple[str, ...] = tuple(g.value for g in Group)
+STAGE_NAMES: tuple[str, ...] = ("s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head", "end_to_end")
+INIT_KEYWORDS: tuple[str, ...] = ("backbone", "fresh")
+
+
+class Command(str, Enum):
+    """What ``python -m orchestrator stage=...`` does."""
+
+    all = "all"
+    alternating = "alternating"
+    plan = "plan"
+    s1_rpn = "s1_rpn"
+    s2_fast_rcnn = "s2_fast_rcnn"
+    s3_rpn_shared = "s3_rpn_shared"
+    s4_detector_head = "s4_detector_head"
+    end_to_end = "end_to_end"
+    compare = "compare"
+    export = "export"
+
+
+class LRSchedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+class Strategy(str, Enum):
+    default = "default"
+    mirrored = "mirrored"
+    multi_worker = "multi_worker"
+
+
+@dataclass
+class LossWeights:
+    """Multipliers of the base pipeline's four loss weights; 0 switches a loss off."""
+
+    rpn_localization: float = 1.0
+    rpn_objectness: float = 1.0
+    detector_localization: float = 1.0
+    detector_classification: float = 1.0
+
+    @property
+    def rpn_only(self) -> bool:
+        return self.detector_localization == 0 and self.detector_classification == 0
+
+
+@dataclass
+class GroupInit:
+    """Where each module group's initial weights come from."""
+
+    shared: str = "backbone"
+    rpn: str = "fresh"
+    detector_features: str = "backbone"
+    detector_head: str = "fresh"
+
+    def as_dict(self) -> dict[str, str]:
+        return {g: getattr(self, g) for g in GROUPS}
+
+
+@dataclass
+class ProposerSpec:
+    """Top-k and NMS of a frozen proposer; ``None`` keeps the base config's first stage."""
+
+    max_proposals: Optional[int] = None
+    nms_iou_threshold: Optional[float] = None
+
+
+@dataclass
+class StageSpec:
+    """One training stage: what trains, from where, with which losses and proposals."""
+
+    name: str = MISSING
+    paper_step: str = ""
+    trains: List[Group] = MISSING
+    init: GroupInit = field(default_factory=GroupInit)
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    proposals: str = "self"  # "self" or "frozen:<stage>"
+    proposer: ProposerSpec = field(default_factory=ProposerSpec)
+    steps: Optional[int] = None  # None: the run's `steps` (end_to_end: the schedule's sum)
+    lr: Optional[float] = None  # None: train.lr
+    lr_schedule: LRSchedule = LRSchedule.constant
+    warmup_steps: int = 0
+
+    @property
+    def trained_groups(self) -> tuple[str, ...]:
+        return tuple(Group(g).value for g in self.trains)
+
+    @property
+    def frozen_groups(self) -> tuple[str, ...]:
+        return tuple(g for g in GROUPS if g not in self.trained_groups)
+
+    @property
+    def proposer_stage(self) -> str | None:
+        return self.proposals.split(":", 1)[1] if self.proposals.startswith("frozen:") else None
+
+    @property
+    def skips_second_stage(self) -> bool:
+        """RPN-only stage: no detector loss and the detector groups frozen (DESIGN.md §5)."""
+        detector = {Group.detector_features.value, Group.detector_head.value}
+        return self.loss_weights.rpn_only and detector.isdisjoint(self.trained_groups)
+
+    def input_stages(self) -> tuple[str, ...]:
+        """Earlier stages this one reads (init sources and proposer), in first-seen order."""
+        names = [s for s in self.init.as_dict().values() if s not in INIT_KEYWORDS]
+        if self.proposer_stage:
+            names.append(self.proposer_stage)
+        return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class Stages:
+    s1_rpn: StageSpec = MISSING
+    s2_fast_rcnn: StageSpec = MISSING
+    s3_rpn_shared: StageSpec = MISSING
+    s4_detector_head: StageSpec = MISSING
+    end_to_end: StageSpec = MISSING
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING
+    stages: List[str] = MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    base: str = MISSING  # a file in conf/pipelines/
+    feature_extractor: Optional[str] = None  # overrides the base's feature_extractor.type
+    pipeline_config: Optional[str] = None  # a user's stock pipeline.config, replaces `base`
+    image_size: Optional[int] = None  # fixed_shape_resizer override
+    batch_size: Optional[int] = None
+    pretrain_backbone: bool = False  # built-in classification pre-training (tiny only)
+
+
+@dataclass
+class DataConfig:
+    kind: str = "shapes"
+    train: Optional[str] = None
+    val: Optional[str] = None
+    label_map: Optional[str] = None
+    num_train: int = 512
+    num_val: int = 64
+    image_size: int = 128
+    cache_dir: str = "~/.cache/frcnn-alt"
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 0.02
+    strategy: Strategy = Strategy.default
+    checkpoint_every: int = 200
+    log_every: int = 25
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class BackboneConfig:
+    checkpoint: Optional[str] = None  # classification or detection checkpoint
+    pretrain_steps: int = 800
+
+
+@dataclass
+class EvalConfig:
+    max_images: Optional[int] = None  # None: the whole val split
+
+
+@dataclass
+class Config:
+    stage: Command = Command.all
+    steps: int = 600
+    seed: int = 0
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    stages: Stages = field(default_factory=Stages)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+class SpecError(ValueError):
+    """A stage spec that is well-typed but inconsistent (names the key and the value)."""
+
+
+def validate_stage(key: str, spec: StageSpec, earlier: tuple[str, ...]) -> None:
+    """Check what types cannot: init sources and proposers name known, earlier stages."""
+    for group, source in spec.init.as_dict().items():
+        if source in INIT_KEYWORDS:
+            continue
+        if source not in STAGE_NAMES:
+            raise SpecError(
+                f"stages.{key}.init.{group}={source!r} is not an init source: use "
+                f"{', '.join(INIT_KEYWORDS)} or a stage name ({', '.join(STAGE_NAMES)})."
+            )
+        if source not in earlier:
+            raise SpecError(
+                f"stages.{key}.init.{group}={source!r} names a stage that does not run before "
+                f"{key} in this schedule (earlier: {list(earlier) or 'none'})."
+            )
+    if spec.proposals != "self":
+        stage = spec.proposer_stage
+        if stage is None or stage not in earlier:
+            raise SpecError(
+                f"stages.{key}.proposals={spec.proposals!r}: use 'self' or 'frozen:<stage>' with a "
+                f"stage that runs before {key} (earlier: {list(earlier) or 'none'})."
+            )
+    if not spec.trains:
+        raise SpecError(f"stages.{key}.trains is empty: a stage must train at least one group.")
+    if spec.steps is not None and spec.steps <= 0:
+        raise SpecError(f"stages.{key}.steps ({spec.steps}) must be a positive integer.")
+
+
+def validate_config(cfg: Config) -> None:
+    """Whole-run checks after composition: schedule names, stage order, steps."""
+    if cfg.steps <= 0:
+        raise SpecError(f"steps ({cfg.steps}) must be a positive integer.")
+    for name in cfg.schedule.stages:
+        if name not in STAGE_NAMES or name == "end_to_end":
+            raise SpecError(
+                f"schedule.stages: {name!r} is not an alternating stage "
+                f"(known: {', '.join(STAGE_NAMES[:-1])})."
+            )
+    earlier: tuple[str, ...] = ()
+    for name in cfg.schedule.stages:
+        validate_stage(name, getattr(cfg.stages, name), earlier)
+        earlier += (name,)
+    validate_stage("end_to_end", cfg.stages.end_to_end, ())
+
+
+def register_configs() -> None:
+    """Put the schema into Hydra's ConfigStore as ``config_schema`` (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def to_object(cfg: Any) -> Config:
+    """Composed DictConfig -> typed :class:`Config` (dataclass instances all the way down)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(cfg)
