@@ -1,0 +1,99 @@
+"""``run(cfg, run_dir)``: the whole product behind ``python -m orchestrator``.
+
+Takes the composed config and the run directory explicitly (never ``sys.argv`` or the working
+directory) and returns the final alternating mAP, so Hydra sweepers can optimise it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from orchestrator import chain
+from orchestrator.context import RunContext
+from orchestrator.plan import stage_order
+from stages.spec import Command, Config, to_object, validate_config
+
+log = logging.getLogger(__name__)
+
+
+def quiet_tensorflow() -> None:
+    for name in ("tensorflow", "absl", "h5py", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def plan_table(ctx: RunContext) -> str:
+    """The stage table: trains / frozen / loss weights / init per group / proposals / steps."""
+    rows = [
+        (
+            "stage",
+            "trains",
+            "frozen",
+            "loss w (rpn loc/obj, det loc/cls)",
+            "init (shared/rpn/det_feat/det_head)",
+            "proposals",
+            "steps",
+        )
+    ]
+    for name in stage_order(ctx.cfg):
+        plan = ctx.plans[name]
+        w = plan.spec.loss_weights
+        init = plan.spec.init.as_dict()
+        rows.append(
+            (
+                name,
+                ",".join(plan.spec.trained_groups),
+                ",".join(plan.spec.frozen_groups) or "-",
+                f"{w.rpn_localization:g}/{w.rpn_objectness:g}, {w.detector_localization:g}/{w.detector_classification:g}",
+                "/".join(init[g] for g in ("shared", "rpn", "detector_features", "detector_head")),
+                plan.spec.proposals + (" (2nd stage skipped)" if plan.spec.skips_second_stage else ""),
+                str(plan.steps),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def do_plan(ctx: RunContext) -> None:
+    backbone = ctx.backbone_checkpoint(create=False)
+    for name in stage_order(ctx.cfg):
+        path = ctx.write_pipeline(name, backbone)
+        log.info("wrote %s", path)
+    print(plan_table(ctx), flush=True)
+
+
+def _final_map(results: dict[str, dict], ctx: RunContext) -> float:
+    last = ctx.cfg.schedule.stages[-1]
+    return float(results.get(last, {}).get("mAP", 0.0))
+
+
+def run(cfg, run_dir: Path) -> float:
+    """Validate, then do what ``cfg.stage`` says; returns the final alternating mAP (or 0)."""
+    quiet_tensorflow()
+    config: Config = cfg if isinstance(cfg, Config) else to_object(cfg)
+    validate_config(config)
+    ctx = RunContext.create(config, Path(run_dir))
+    command = config.stage
+    log.info(
+        "frcnn-alt: stage=%s model=%s data=%s -> %s",
+        command.value,
+        config.model.name,
+        config.data.kind,
+        run_dir,
+    )
+    if command == Command.plan:
+        do_plan(ctx)
+        return 0.0
+    if command in (Command.compare, Command.export):
+        raise NotImplementedError(f"stage={command.value} is not available yet")
+    if command == Command.all:
+        names = stage_order(config)
+    elif command == Command.alternating:
+        names = list(config.schedule.stages)
+    else:
+        names = [command.value]
+    results = chain.run_stages(ctx, names)
+    print(plan_table(ctx), flush=True)
+    return _final_map(results, ctx)

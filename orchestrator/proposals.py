@@ -1,0 +1,91 @@
+"""How a stage produces the proposals its second stage trains on: the meta-arch extension.
+
+``FasterRCNNMetaArch.predict`` is ``_predict_first_stage`` then ``_predict_second_stage``. We
+call those two halves ourselves (DESIGN.md §2) to get three behaviours without editing the
+package, all in this one module:
+
+* ``own`` - stock ``predict`` (end_to_end, stage 4, ``proposals: self``);
+* ``rpn only`` - the first stage alone: RPN-only stages skip the second stage entirely while the
+  model (and so its checkpoint) keeps both stages;
+* ``frozen proposer`` - a second, fully frozen ``FasterRCNNMetaArch`` (the paper's stage-1
+  network) produces RPN box encodings, objectness and anchors; the trained detector crops its
+  *own* features with them and keeps the OD API's own NMS-then-minibatch sampling and losses.
+  The proposer's NMS function (its top-k and IoU) replaces the detector's while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import tensorflow as tf
+
+PredictFn = Callable[[tf.Tensor, tf.Tensor], dict]
+
+
+@contextlib.contextmanager
+def swapped(obj, attr: str, value) -> Iterator[None]:
+    """Temporarily replace ``obj.attr`` (used at trace time, inside a ``tf.function``)."""
+    old = getattr(obj, attr)
+    setattr(obj, attr, value)
+    try:
+        yield
+    finally:
+        setattr(obj, attr, old)
+
+
+def own_predict(model) -> PredictFn:
+    return lambda images, true_shapes: model.predict(images, true_shapes)
+
+
+def rpn_only_predict(model) -> PredictFn:
+    def predict(images, true_shapes):
+        return model._predict_first_stage(images)
+
+    return predict
+
+
+def loss(model, prediction_dict: dict, true_shapes: tf.Tensor, first_stage_only: bool) -> dict:
+    """``model.loss``; RPN losses only when the second stage was skipped."""
+    if not first_stage_only:
+        return model.loss(prediction_dict, true_shapes)
+    with swapped(model, "_number_of_stages", 1):
+        return model.loss(prediction_dict, true_shapes)
+
+
+def _features_to_crop(model, images: tf.Tensor) -> list:
+    features, _ = model._extract_proposal_features(images)
+    return features if isinstance(features, list) else [features]
+
+
+def proposer_first_stage(proposer, images: tf.Tensor) -> dict:
+    """The frozen proposer's RPN outputs for a batch (box encodings, objectness, anchors)."""
+    out = proposer._predict_first_stage(images)
+    return {
+        "rpn_box_encodings": out["rpn_box_encodings"],
+        "rpn_objectness_predictions_with_background": out["rpn_objectness_predictions_with_background"],
+        "anchors": out["anchors"],
+    }
+
+
+def frozen_proposer_predict(detector, proposer) -> PredictFn:
+    """Detector second stage on the proposer's RPN outputs (paper step 2)."""
+
+    def predict(images, true_shapes):
+        rpn = proposer_first_stage(proposer, images)
+        features = _features_to_crop(detector, images)
+        image_shape = tf.shape(images)
+        with swapped(detector, "_first_stage_nms_fn", proposer._first_stage_nms_fn):
+            second = detector._predict_second_stage(
+                rpn["rpn_box_encodings"],
+                rpn["rpn_objectness_predictions_with_background"],
+                features,
+                rpn["anchors"],
+                image_shape,
+                true_shapes,
+            )
+        prediction = dict(rpn, image_shape=image_shape, rpn_features_to_crop=features)
+        prediction.update(second)
+        return prediction
+
+    return predict

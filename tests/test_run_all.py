@@ -1,0 +1,88 @@
+"""One real ``stage=all`` on the tiny model (4 steps a stage), inspected from every side."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from orchestrator import builder
+from orchestrator.plan import stage_dir
+
+pytestmark = pytest.mark.slow
+STAGES = ["s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head", "end_to_end"]
+FROZEN = {
+    "s1_rpn": ["detector_features", "detector_head"],
+    "s2_fast_rcnn": ["rpn"],
+    "s3_rpn_shared": ["detector_features", "detector_head", "shared"],
+    "s4_detector_head": ["rpn", "shared"],
+    "end_to_end": [],
+}
+
+
+def scalars(directory) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(directory), size_guidance={"tensors": 0, "scalars": 0})
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags()["tensors"]:
+        out[tag] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+    return out
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_every_stage_writes_the_output_contract(alternating_run, name):
+    run_dir, _ = alternating_run
+    d = stage_dir(run_dir, name)
+    metrics = json.loads((d / "metrics.json").read_text())
+    done = json.loads((d / "DONE").read_text())
+    assert done["fingerprint"] and done["code"] and done["data"]
+    steps = 16 if name == "end_to_end" else 4
+    assert metrics["steps"] == steps and metrics["wall_seconds"] > 0
+    rpn_stage = name in ("s1_rpn", "s3_rpn_shared")
+    assert ("mAP" in metrics) != rpn_stage and "mAP@0.5" in metrics or rpn_stage
+    assert 0.0 <= metrics["AR@100"] <= 1.0 and "recall@300_iou0.7" in metrics
+    audit = metrics["frozen_audit"]
+    assert audit["passed"] and audit["frozen_groups"] == FROZEN[name] and not audit["changed"]
+    for group in FROZEN[name]:
+        assert metrics["variables"][group]["trained"] == 0
+    reader = tf.train.load_checkpoint(str(d / "checkpoints" / f"ckpt-{steps}"))
+    keys = reader.get_variable_to_shape_map()
+    assert any(k.startswith("model/_first_stage_box_predictor/") for k in keys)
+    assert any(k.startswith("model/_mask_rcnn_box_predictor/") for k in keys)
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_generated_pipeline_is_a_valid_stock_config(alternating_run, name):
+    run_dir, _ = alternating_run
+    configs = builder.load_configs(stage_dir(run_dir, name) / "pipeline.config")
+    assert configs["model"].faster_rcnn.number_of_stages == 2
+    assert configs["train_config"].num_steps == (16 if name == "end_to_end" else 4)
+    assert "PATH_TO_BE_CONFIGURED" not in (stage_dir(run_dir, name) / "pipeline.config").read_text()
+    builder.build_model(configs, is_training=False)
+    assert bool(configs["train_config"].freeze_variables) == bool(FROZEN[name])
+
+
+def test_tensorboard_scalars_line_stages_up_on_one_step_axis(alternating_run):
+    run_dir, _ = alternating_run
+    e2e = scalars(stage_dir(run_dir, "end_to_end") / "train")
+    assert {"Loss/total_loss", "learning_rate", "Loss/BoxClassifierLoss/classification_loss"} <= set(e2e)
+    assert [s for s, _ in e2e["Loss/total_loss"]] == list(range(2, 17, 2))
+    s2 = scalars(stage_dir(run_dir, "s2_fast_rcnn") / "train")
+    assert [s for s, _ in s2["Loss/total_loss"]] == [6, 8]
+    s1 = scalars(stage_dir(run_dir, "s1_rpn") / "train")
+    assert "Loss/BoxClassifierLoss/classification_loss" not in s1  # second stage skipped
+    s4_eval = scalars(stage_dir(run_dir, "s4_detector_head") / "eval")
+    assert [s for s, _ in s4_eval["eval/mAP"]] == [16]
+
+
+def test_rerun_with_the_same_config_skips_every_stage(alternating_run, compose_config, cache_dir):
+    from orchestrator.app import run
+    from tests.conftest import FAST
+
+    run_dir, final = alternating_run
+    before = {n: (stage_dir(run_dir, n) / "DONE").stat().st_mtime_ns for n in STAGES}
+    again = run(compose_config([*FAST, "stage=all", "steps=4", f"data.cache_dir={cache_dir}"]), run_dir)
+    assert again == final
+    assert before == {n: (stage_dir(run_dir, n) / "DONE").stat().st_mtime_ns for n in STAGES}
