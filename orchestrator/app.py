@@ -7,6 +7,7 @@ directory) and returns the final alternating mAP, so Hydra sweepers can optimise
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from orchestrator import chain
@@ -18,8 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def quiet_tensorflow() -> None:
+    """TF and the OD API log deprecations by the hundred; keep our own log readable."""
     for name in ("tensorflow", "absl", "h5py", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*set_learning_phase.*")
 
 
 def plan_table(ctx: RunContext) -> str:

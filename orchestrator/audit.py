@@ -31,10 +31,10 @@ class Snapshot:
         return cls({v.name: (g, v.numpy().copy()) for g in frozen for v in groups.variables[g]})
 
     def digest(self) -> dict[str, str]:
+        """Per group, a hash of the values in variable order (names vary: Keras adds ``_1``)."""
         out: dict[str, hashlib._Hash] = {}
-        for name in sorted(self.values):
-            group, value = self.values[name]
-            out.setdefault(group, hashlib.sha256()).update(name.encode() + value.tobytes())
+        for group, value in self.values.values():
+            out.setdefault(group, hashlib.sha256()).update(value.tobytes())
         return {g: h.hexdigest() for g, h in out.items()}
 
 

@@ -63,6 +63,7 @@ def ensure_built(model, features: dict, labels: dict) -> None:
     Keras sub-models of the meta-architecture are created lazily; group resolution, restores
     and the checkpoint structure all need them to exist.
     """
+    tf.keras.backend.set_learning_phase(False)  # as model_lib_v2: no BatchNorm updates here
     provide_groundtruth(model, labels)
     images = features[fields.InputDataFields.image]
     model.predict(images, features[fields.InputDataFields.true_image_shape])

@@ -75,6 +75,7 @@ def load_for_eval(pipeline_path: Path, checkpoint: str):
 
 def evaluate(pipeline_path: Path, checkpoint: str, detector: bool, max_images: int | None = None) -> dict:
     """Metrics of one checkpoint on the val split of its pipeline.config."""
+    tf.keras.backend.set_learning_phase(False)
     configs, model = load_for_eval(pipeline_path, checkpoint)
     label_map = configs["eval_input_configs"][0].label_map_path
     coco = _coco_evaluator(label_map) if detector else None

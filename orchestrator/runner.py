@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,6 @@ class StageRun:
     checkpoint_every: int = 200
     log_every: int = 25
     keep_checkpoints: int = 3
-    extra: dict = field(default_factory=dict)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -89,6 +88,17 @@ def build_frozen_proposer(proposer: Proposer, features, labels):
     )
     groups.set_trainable(())
     return model, groups
+
+
+class _ProposerAudit:
+    """The frozen proposer must leave the stage bit-identical too (every group)."""
+
+    def __init__(self, groups) -> None:
+        self.groups = groups
+        self.snapshot = audit_lib.Snapshot.take(groups, tuple(groups.variables))
+
+    def check(self) -> dict:
+        return audit_lib.audit(self.groups, self.snapshot, self.snapshot.digest())
 
 
 def _predict_fn(run: StageRun, model, proposer_model):
@@ -148,9 +158,10 @@ def train_stage(run: StageRun) -> dict:
         _log_groups(run, groups, report, model.trainable_variables)
         snapshot = audit_lib.Snapshot.take(groups, run.spec.frozen_groups)
         initial_digest = audit_lib.load_or_store_digest(run.directory / "audit_init.json", snapshot)
-        proposer_model = None
+        proposer_model = proposer_audit = None
         if run.proposer is not None:
-            proposer_model, _ = build_frozen_proposer(run.proposer, *first)
+            proposer_model, proposer_groups = build_frozen_proposer(run.proposer, *first)
+            proposer_audit = _ProposerAudit(proposer_groups)
             log.info("  proposals from frozen %s (%s)", run.proposer.stage, run.proposer.checkpoint)
         step_fn = make_train_step(
             model,
@@ -164,6 +175,7 @@ def train_stage(run: StageRun) -> dict:
         data = _dataset_iterator(strategy, configs, model)
         timings = _loop(run, train_fn, data, global_step, lr_fn, manager)
     audit_result = audit_lib.audit(groups, snapshot, initial_digest)
+    extra = {"proposer_audit": proposer_audit.check()} if proposer_audit is not None else {}
     metrics = {
         "stage": run.name,
         "steps": int(global_step.numpy()),
@@ -176,7 +188,7 @@ def train_stage(run: StageRun) -> dict:
             g: {"trained": t, "total": n} for g, (t, n) in groups.counts(model.trainable_variables).items()
         },
         "frozen_audit": audit_result,
-        **run.extra,
+        **extra,
     }
     write_json(run.directory / "metrics.json", metrics)
     return metrics
@@ -230,6 +242,7 @@ def _loop(run: StageRun, train_fn, data, global_step, lr_fn, manager) -> dict:
         manager.save(checkpoint_number=int(global_step.numpy()))
     steady = step_times[1:] or step_times
     return {
+        "resumed_from_step": start,
         "startup_until_first_step": first_step_at or time.time(),
         "train_seconds": round(sum(step_times), 2),
         "step_time_ms_median": round(1000 * float(np.median(steady)), 2) if steady else None,

@@ -39,6 +39,8 @@ def make_train_step(
     """A per-replica step: only ``model.trainable_variables`` (frozen groups excluded) get gradients."""
 
     def step(features, labels):
+        # As model_lib_v2.eager_train_step: BatchNorm of trained groups runs in training mode.
+        tf.keras.backend.set_learning_phase(True)
         variables = model.trainable_variables
         with tf.GradientTape() as tape:
             losses = compute_losses(model, predict, features, labels, first_stage_only)

@@ -39,11 +39,12 @@ def _conv_block(x, name: str, filters: int, strides: int, training: bool | None,
 def build_backbone(train_batch_norm: bool, weight_decay: float = 0.0) -> tf.keras.Model:
     """The four conv blocks as one functional model (image in, block-4 features out).
 
-    ``train_batch_norm`` forces BatchNorm into training mode (``None`` = follow Keras, i.e.
-    inference unless ``training=True`` is passed). A layer with ``trainable=False`` still runs
-    BatchNorm in inference mode, which is what makes freezing hold.
+    Like the OD API's ResNet: ``train_batch_norm=False`` pins BatchNorm to inference mode;
+    otherwise it follows the Keras learning phase (the train step sets it, as
+    ``model_lib_v2.eager_train_step`` does). A sub-model with ``trainable=False`` runs its
+    BatchNorm in inference mode either way, which is what makes freezing hold.
     """
-    training = True if train_batch_norm else None
+    training = None if train_batch_norm else False
     inputs = tf.keras.Input(shape=(None, None, 3), name="image")
     x = inputs
     for i, filters in enumerate(FIRST_STAGE_FILTERS, start=1):

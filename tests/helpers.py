@@ -36,3 +36,35 @@ def built_model(path: Path):
     batch = next(iter(builder.train_dataset(configs, model)))
     builder.ensure_built(model, *batch)
     return configs, model, batch
+
+
+def stage_run(tmp: Path, spec, steps: int, sources: dict | None = None, **kw):
+    """A :class:`StageRun` of ``spec`` on the tiny model in ``tmp/stage`` (sources: all fresh)."""
+    from orchestrator.restore import Source
+    from orchestrator.runner import StageRun
+    from stages.spec import GROUPS
+
+    run_config, _ = tiny_pipeline(tmp)
+    config = pipelines.stage_pipeline(
+        run_config, spec, pipelines.StageInputs(steps=steps, lr=kw.pop("lr", 0.02))
+    )
+    directory = tmp / "stage"
+    path = pipelines.write_pipeline(config, directory / "pipeline.config")
+    return StageRun(
+        name=spec.name,
+        spec=spec,
+        directory=directory,
+        pipeline_path=path,
+        steps=steps,
+        sources=sources or {g: Source("fresh") for g in GROUPS},
+        checkpoint_every=kw.pop("checkpoint_every", 2),
+        log_every=kw.pop("log_every", 1),
+        **kw,
+    )
+
+
+def spec_of(compose, name: str, overrides: list[str] | None = None):
+    """The typed spec of stage ``name`` from the real composed config."""
+    from stages.spec import to_object
+
+    return getattr(to_object(compose(overrides or [])).stages, name)
