@@ -6,13 +6,17 @@ directory) and returns the final alternating mAP, so Hydra sweepers can optimise
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
 
-from orchestrator import chain
+from omegaconf import OmegaConf
+
+from orchestrator import chain, report
 from orchestrator.context import RunContext
 from orchestrator.plan import stage_order
+from orchestrator.tensorboard import write_run_summaries
 from stages.spec import Command, Config, to_object, validate_config
 
 log = logging.getLogger(__name__)
@@ -89,8 +93,12 @@ def run(cfg, run_dir: Path) -> float:
     if command == Command.plan:
         do_plan(ctx)
         return 0.0
-    if command in (Command.compare, Command.export):
-        raise NotImplementedError(f"stage={command.value} is not available yet")
+    if command == Command.export:
+        raise NotImplementedError("stage=export is not available yet")
+    if command == Command.compare:
+        print(compare(ctx), flush=True)
+        return _final_map({n: _metrics(ctx, n) for n in config.schedule.stages}, ctx)
+    write_run_summaries(ctx.run_dir, OmegaConf.to_yaml(OmegaConf.structured(config)))
     if command == Command.all:
         names = stage_order(config)
     elif command == Command.alternating:
@@ -99,4 +107,24 @@ def run(cfg, run_dir: Path) -> float:
         names = [command.value]
     results = chain.run_stages(ctx, names)
     print(plan_table(ctx), flush=True)
+    if command == Command.all:
+        print(compare(ctx), flush=True)
     return _final_map(results, ctx)
+
+
+def _metrics(ctx: RunContext, name: str) -> dict:
+    path = ctx.plans[name].directory / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def compare(ctx: RunContext) -> str:
+    """The comparison report of a finished run (fails clearly if a stage is missing)."""
+    for name in stage_order(ctx.cfg):
+        if chain.read_done(ctx.plans[name].directory) is None:
+            raise chain.StageNotReady(
+                f"stage=compare needs every stage finished; {name} has no DONE in {ctx.run_dir}: run stage=all first."
+            )
+    stage_dirs = {n: ctx.plans[n].directory for n in stage_order(ctx.cfg)}
+    text = report.write_report(ctx.run_dir, list(ctx.cfg.schedule.stages), stage_dirs)
+    log.info("comparison written to %s", ctx.run_dir / "comparison")
+    return text

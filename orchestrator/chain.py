@@ -10,6 +10,7 @@ fingerprint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -51,6 +52,14 @@ def _input_fingerprints(ctx: RunContext, name: str) -> dict[str, str]:
     return out
 
 
+def checkpoint_id(prefix: str | None) -> str | None:
+    """Content id of a checkpoint: the hash of its ``.index`` (tensor shapes and CRCs)."""
+    if prefix is None:
+        return None
+    index = Path(prefix + ".index")
+    return hashlib.sha256(index.read_bytes()).hexdigest()[:16] if index.exists() else prefix
+
+
 def stage_fingerprint(ctx: RunContext, name: str, backbone: str | None, pipeline_text: str) -> dict:
     """What a finished stage depends on; its hash is the stage's fingerprint."""
     plan = ctx.plans[name]
@@ -60,7 +69,7 @@ def stage_fingerprint(ctx: RunContext, name: str, backbone: str | None, pipeline
         "pipeline": pipeline_text,
         "inputs": _input_fingerprints(ctx, name),
         "data": ctx.data.fingerprint,
-        "backbone": backbone,
+        "backbone": checkpoint_id(backbone),
         "code": code_version(),
         "strategy": str(ctx.cfg.train.strategy),
     }
@@ -102,7 +111,7 @@ def run_stage(ctx: RunContext, name: str) -> dict:
     plan = ctx.plans[name]
     backbone = ctx.backbone_checkpoint(create=True)
     config = ctx.pipeline_for(name, backbone)
-    state = stage_fingerprint(ctx, name, backbone, pipelines.to_text(config))
+    state = stage_fingerprint(ctx, name, backbone, pipelines.without_paths(config))
     done = read_done(plan.directory)
     if done and done["fingerprint"] == state["fingerprint"]:
         log.info("%s: done (fingerprint %s), skipping", name, done["fingerprint"])
@@ -127,19 +136,20 @@ def run_stage(ctx: RunContext, name: str) -> dict:
         keep_checkpoints=ctx.cfg.train.keep_checkpoints,
     )
     metrics = train_stage(run)
-    metrics.update(_evaluate(ctx, name, pipeline_path, metrics["checkpoint"]))
+    proposer = (run.proposer.pipeline_path, run.proposer.checkpoint) if run.proposer else None
+    metrics.update(_evaluate(ctx, name, pipeline_path, metrics["checkpoint"], proposer))
     write_json(plan.directory / "metrics.json", metrics)
     write_json(plan.directory / "DONE", {**state, "finished_at": time.time()})
     log.info("%s: done in %.0f s", name, metrics["wall_seconds"])
     return metrics
 
 
-def _evaluate(ctx: RunContext, name: str, pipeline_path: Path, checkpoint: str) -> dict:
+def _evaluate(ctx: RunContext, name: str, pipeline_path: Path, checkpoint: str, proposer) -> dict:
     plan = ctx.plans[name]
     detector = not plan.spec.skips_second_stage
     started = time.time()
     tf.keras.backend.clear_session()
-    metrics = evaluate.evaluate(pipeline_path, checkpoint, detector, ctx.cfg.eval.max_images)
+    metrics = evaluate.evaluate(pipeline_path, checkpoint, detector, ctx.cfg.eval.max_images, proposer)
     evaluate.write_eval_summaries(plan.directory, metrics, plan.step_offset + plan.steps)
     log.info("%s eval: %s", name, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return {

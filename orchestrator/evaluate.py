@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from orchestrator import builder
+from orchestrator import builder, proposals
 from orchestrator.odapi import fields, label_map_util
 
 log = logging.getLogger(__name__)
@@ -73,16 +73,29 @@ def load_for_eval(pipeline_path: Path, checkpoint: str):
     return configs, model
 
 
-def evaluate(pipeline_path: Path, checkpoint: str, detector: bool, max_images: int | None = None) -> dict:
-    """Metrics of one checkpoint on the val split of its pipeline.config."""
+def evaluate(
+    pipeline_path: Path,
+    checkpoint: str,
+    detector: bool,
+    max_images: int | None = None,
+    proposer: tuple[Path, str] | None = None,
+) -> dict:
+    """Metrics of one checkpoint on the val split of its pipeline.config.
+
+    ``proposer`` (pipeline.config, checkpoint): a stage trained on a frozen network's
+    proposals (paper step 2) is evaluated on that network's proposals too.
+    """
     tf.keras.backend.set_learning_phase(False)
     configs, model = load_for_eval(pipeline_path, checkpoint)
+    predict = proposals.own_predict(model)
+    if proposer is not None:
+        predict = proposals.frozen_proposer_predict(model, load_for_eval(*proposer)[1])
     label_map = configs["eval_input_configs"][0].label_map_path
     coco = _coco_evaluator(label_map) if detector else None
 
     @tf.function
     def infer(images, true_shapes):
-        prediction = model.predict(images, true_shapes)
+        prediction = predict(images, true_shapes)
         detections = model.postprocess(prediction, true_shapes)
         return prediction["proposal_boxes_normalized"], prediction["num_proposals"], detections
 

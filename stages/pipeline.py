@@ -148,6 +148,21 @@ def proposer_pipeline(
     return out
 
 
+def without_paths(config: pipeline_pb2.TrainEvalPipelineConfig) -> str:
+    """The config as text minus every file path: what a stage's fingerprint should hash.
+
+    Paths change when a run directory is copied or a sweep job lives elsewhere; the data and
+    init checkpoints they point to are fingerprinted by content instead.
+    """
+    out = pipeline_pb2.TrainEvalPipelineConfig()
+    out.CopyFrom(config)
+    out.train_config.ClearField("fine_tune_checkpoint")
+    for reader in (out.train_input_reader, *out.eval_input_reader):
+        reader.ClearField("label_map_path")
+        reader.tf_record_input_reader.ClearField("input_path")
+    return text_format.MessageToString(out)
+
+
 def to_text(config: pipeline_pb2.TrainEvalPipelineConfig, header: str = "") -> str:
     text = text_format.MessageToString(config)
     if PLACEHOLDER in text:

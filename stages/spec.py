@@ -106,7 +106,7 @@ class StageSpec:
     proposer: ProposerSpec = field(default_factory=ProposerSpec)
     steps: Optional[int] = None  # None: the run's `steps` (end_to_end: the schedule's sum)
     lr: Optional[float] = None  # None: train.lr
-    lr_schedule: LRSchedule = LRSchedule.constant
+    lr_schedule: LRSchedule = LRSchedule.cosine
     warmup_steps: int = 0
 
     @property

@@ -86,3 +86,44 @@ def test_rerun_with_the_same_config_skips_every_stage(alternating_run, compose_c
     again = run(compose_config([*FAST, "stage=all", "steps=4", f"data.cache_dir={cache_dir}"]), run_dir)
     assert again == final
     assert before == {n: (stage_dir(run_dir, n) / "DONE").stat().st_mtime_ns for n in STAGES}
+
+
+def test_comparison_report_json_and_plot(alternating_run):
+    run_dir, final = alternating_run
+    out = run_dir / "comparison"
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["alternating"]["steps"] == 16 == data["end_to_end"]["steps"]
+    assert data["alternating"]["mAP"] == final
+    assert set(data["stages"]) == set(STAGES) and all(
+        r["frozen_audit"] == "passed" for r in data["stages"].values()
+    )
+    text = (out / "report.md").read_text()
+    for needle in (
+        "| s2_fast_rcnn |",
+        "**alternating total**",
+        "**end_to_end total**",
+        "69.9 (4-step, shared)",
+        "25-50%",
+    ):
+        assert needle in text
+    png = (out / "comparison.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_run_summary_has_custom_scalars_layout_and_config_text(alternating_run):
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    run_dir, _ = alternating_run
+    acc = EventAccumulator(str(run_dir / "summary"), size_guidance={"tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()["tensors"]
+    assert metadata.CONFIG_SUMMARY_TAG in tags and "config" in tags
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(tf.make_ndarray(acc.Tensors(metadata.CONFIG_SUMMARY_TAG)[0].tensor_proto).item())
+    charts = [c.title for cat in layout.category for c in cat.chart]
+    assert (
+        "Loss/total_loss: alternating vs end_to_end" in charts
+        and "eval/mAP: alternating vs end_to_end" in charts
+    )
+    config_text = tf.make_ndarray(acc.Tensors("config")[0].tensor_proto).item().decode()
+    assert "s2_fast_rcnn" in config_text and "proposals: frozen:s1_rpn" in config_text

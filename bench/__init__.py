@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench`` writes BENCHMARKS.md and bench/results.json."""

@@ -1,0 +1,92 @@
+"""One benchmark case per process (clean TF state, honest peak RSS): ``python -m bench.cases CASE JSON``.
+
+Prints one JSON line with the figures of that case.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def stock_train_loop(pipeline: str, steps: int, per_iteration: int) -> dict:
+    """The OD API's own ``model_lib_v2.train_loop`` on the same pipeline.config."""
+    from object_detection import model_lib_v2
+
+    from orchestrator import odapi  # noqa: F401  (compat patch + tiny extractor)
+
+    figures: dict = {}
+
+    def exporter(metrics, precision):
+        figures.update(metrics)
+
+    started = time.time()
+    model_lib_v2.train_loop(
+        pipeline_config_path=pipeline,
+        model_dir=tempfile.mkdtemp(prefix="stock_"),
+        train_steps=steps,
+        checkpoint_every_n=10**6,
+        performance_summary_exporter=exporter,
+        num_steps_per_iteration=per_iteration,
+    )
+    return {"step_ms": 1000 / figures["steps_per_sec_p50"], "wall_s": time.time() - started}
+
+
+def ours(pipeline: str, steps: int) -> dict:
+    """Our end_to_end runner on the same pipeline.config (no eval, no audit difference)."""
+    from orchestrator import runner
+    from orchestrator.restore import Source
+    from stages.spec import GROUPS, Group, StageSpec
+
+    spec = StageSpec(name="end_to_end", trains=list(Group))
+    directory = Path(tempfile.mkdtemp(prefix="ours_"))
+    run = runner.StageRun(
+        name="end_to_end",
+        spec=spec,
+        directory=directory,
+        pipeline_path=Path(pipeline),
+        steps=steps,
+        sources={g: Source("fresh") for g in GROUPS},
+        checkpoint_every=10**6,
+        log_every=10**6,
+    )
+    started = time.time()
+    metrics = runner.train_stage(run)
+    return {"step_ms": metrics["step_time_ms_median"], "wall_s": time.time() - started}
+
+
+def scaling(pipeline: str, steps: int) -> dict:
+    """Step time of our end_to_end train step for one pipeline.config (size, batch)."""
+    import tensorflow as tf
+
+    from orchestrator import builder, proposals
+    from orchestrator.step import make_train_step
+
+    configs = builder.load_configs(pipeline)
+    model = builder.build_model(configs)
+    data = iter(builder.train_dataset(configs, model))
+    builder.ensure_built(model, *next(data))
+    optimizer, _ = builder.build_optimizer(configs, tf.Variable(0, dtype=tf.int64))
+    step = tf.function(make_train_step(model, optimizer, proposals.own_predict(model), False, 10.0))
+    times = []
+    for _ in range(steps):
+        features, labels = next(data)
+        tick = time.time()
+        float(step(features, labels)["Loss/total_loss"])
+        times.append(time.time() - tick)
+    return {
+        "step_ms": 1000 * float(np.median(times[3:])),
+        "step_ms_iqr": 1000 * float(np.subtract(*np.percentile(times[3:], [75, 25]))),
+    }
+
+
+CASES = {"stock": stock_train_loop, "ours": ours, "scaling": scaling}
+
+if __name__ == "__main__":
+    result = CASES[sys.argv[1]](**json.loads(sys.argv[2]))
+    print("RESULT " + json.dumps(result))
