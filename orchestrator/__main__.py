@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from stages.spec import register_configs
@@ -21,10 +22,15 @@ def main(cfg: DictConfig) -> float:
     from orchestrator.app import run
     from orchestrator.errors import USER_ERRORS
 
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    store = Path(hydra_cfg.sweep.dir) / "stage_store" if multirun else None
     try:
-        return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return run(cfg, Path(hydra_cfg.runtime.output_dir), stage_store=store)
     except USER_ERRORS as exc:
         log.error("%s: %s", type(exc).__name__, exc)
+        if multirun:
+            raise  # Hydra marks this job failed and the sweep summary reports it
         sys.exit(2)
 
 

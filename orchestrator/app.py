@@ -76,12 +76,15 @@ def _final_map(results: dict[str, dict], ctx: RunContext) -> float:
     return float(results.get(last, {}).get("mAP", 0.0))
 
 
-def run(cfg, run_dir: Path) -> float:
-    """Validate, then do what ``cfg.stage`` says; returns the final alternating mAP (or 0)."""
+def run(cfg, run_dir: Path, stage_store: Path | None = None) -> float:
+    """Validate, then do what ``cfg.stage`` says; returns the final alternating mAP (or 0).
+
+    ``stage_store``: a directory the jobs of one sweep share, so identical stages train once.
+    """
     quiet_tensorflow()
     config: Config = cfg if isinstance(cfg, Config) else to_object(cfg)
     validate_config(config)
-    ctx = RunContext.create(config, Path(run_dir))
+    ctx = RunContext.create(config, Path(run_dir), stage_store)
     command = config.stage
     log.info(
         "frcnn-alt: stage=%s model=%s data=%s -> %s",

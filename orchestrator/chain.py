@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -24,7 +25,7 @@ from orchestrator import evaluate
 from orchestrator.context import RunContext, code_version
 from orchestrator.plan import uses_proposer
 from orchestrator.runner import Proposer, StageRun, train_stage, write_json
-from orchestrator.tfrecords import fingerprint
+from orchestrator.tfrecords import file_lock, fingerprint
 from stages import pipeline as pipelines
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,12 @@ def _proposer(ctx: RunContext, name: str, backbone: str | None) -> Proposer | No
 
 
 def run_stage(ctx: RunContext, name: str) -> dict:
-    """Train + evaluate one stage unless it is already done with the same fingerprint."""
+    """Train + evaluate one stage unless it is already done with the same fingerprint.
+
+    With a stage store (sweeps), a stage another job already finished with the same
+    fingerprint is copied instead of retrained; the store entry is locked while a job trains
+    it, so parallel jobs train each distinct stage once.
+    """
     plan = ctx.plans[name]
     backbone = ctx.backbone_checkpoint(create=True)
     config = ctx.pipeline_for(name, backbone)
@@ -118,6 +124,39 @@ def run_stage(ctx: RunContext, name: str) -> dict:
         return json.loads((plan.directory / "metrics.json").read_text())
     if done:
         (plan.directory / "DONE").unlink()
+    if ctx.stage_store is None:
+        return _train_and_evaluate(ctx, name, backbone, state)
+    entry = ctx.stage_store / f"{name}-{state['fingerprint']}"
+    with file_lock(entry.with_name(entry.name + ".lock")):
+        if (entry / "DONE").exists():
+            return _copy_from_store(entry, plan.directory, name)
+        metrics = _train_and_evaluate(ctx, name, backbone, state)
+        _publish(plan.directory, entry)
+        return metrics
+
+
+def _copy_from_store(entry: Path, directory: Path, name: str) -> dict:
+    log.info("%s: reusing the identical stage a sweep job already trained (%s)", name, entry)
+    if directory.exists():
+        shutil.rmtree(directory)
+    shutil.copytree(entry, directory)
+    metrics = json.loads((directory / "metrics.json").read_text())
+    metrics["checkpoint"] = tf.train.latest_checkpoint(str(directory / "checkpoints"))
+    metrics["reused_from"] = str(entry)
+    write_json(directory / "metrics.json", metrics)
+    return metrics
+
+
+def _publish(directory: Path, entry: Path) -> None:
+    """Copy a finished stage into the store: temp dir, then an atomic rename."""
+    tmp = entry.with_name(entry.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(directory, tmp)
+    os.rename(tmp, entry)
+
+
+def _train_and_evaluate(ctx: RunContext, name: str, backbone: str | None, state: dict) -> dict:
+    plan = ctx.plans[name]
     _prepare_dir(plan.directory, state["fingerprint"], name)
     pipeline_path = ctx.write_pipeline(name, backbone)
     tf.keras.backend.clear_session()

@@ -36,11 +36,12 @@ class RunContext:
     data: DatasetFiles
     run_config: object  # TrainEvalPipelineConfig shared by all stages
     plans: dict[str, StagePlan]
+    stage_store: Path | None = None  # finished stages shared by the jobs of one sweep
 
     @classmethod
-    def create(cls, cfg: Config, run_dir: Path) -> RunContext:
+    def create(cls, cfg: Config, run_dir: Path, stage_store: Path | None = None) -> RunContext:
         data = resolve_data(cfg.data, cfg.seed)
-        return cls(cfg, run_dir, data, run_pipeline(cfg, data), stage_plans(cfg, run_dir))
+        return cls(cfg, run_dir, data, run_pipeline(cfg, data), stage_plans(cfg, run_dir), stage_store)
 
     @functools.cached_property
     def group_names(self) -> dict[str, list[str]]:

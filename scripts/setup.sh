@@ -12,7 +12,7 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
   exit 1
 }
 stamp=.venv/.frcnn-alt-installed
-want=$(cat requirements/lock.txt requirements/nodeps.txt pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat requirements/lock.txt requirements/nodeps.txt requirements/extras.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -22,6 +22,7 @@ fi
 # tf-models-official, tf-object-detection-api and lvis declare dependencies that pin old or
 # conflicting packages (another TensorFlow, opencv, tf-text...): install them without.
 .venv/bin/python -m pip install --quiet --no-deps -r requirements/nodeps.txt
+.venv/bin/python -m pip install --quiet -r requirements/extras.txt
 .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 .venv/bin/python -c "from orchestrator import odapi" >/dev/null
 echo "$want" > "$stamp"
