@@ -17,7 +17,7 @@ from orchestrator import chain, report
 from orchestrator.context import RunContext
 from orchestrator.plan import stage_order
 from orchestrator.tensorboard import write_run_summaries
-from stages.spec import Command, Config, to_object, validate_config
+from stages.spec import Command, Config, SpecError, to_object, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,11 @@ def run(cfg, run_dir: Path, stage_store: Path | None = None) -> float:
         do_plan(ctx)
         return 0.0
     if command == Command.export:
-        raise NotImplementedError("stage=export is not available yet")
+        log.info("exported: %s", do_export(ctx))
+        return _final_map({n: _metrics(ctx, n) for n in config.schedule.stages}, ctx)
+    if command == Command.predict:
+        do_predict(ctx)
+        return 0.0
     if command == Command.compare:
         print(compare(ctx), flush=True)
         return _final_map({n: _metrics(ctx, n) for n in config.schedule.stages}, ctx)
@@ -112,7 +116,38 @@ def run(cfg, run_dir: Path, stage_store: Path | None = None) -> float:
     print(plan_table(ctx), flush=True)
     if command == Command.all:
         print(compare(ctx), flush=True)
+        do_export(ctx)
     return _final_map(results, ctx)
+
+
+def _require_done(ctx: RunContext, names: list[str], what: str) -> None:
+    for name in names:
+        if chain.read_done(ctx.plans[name].directory) is None:
+            raise chain.StageNotReady(
+                f"stage={what} needs {name} finished; it has no DONE in {ctx.run_dir}: run stage=all first."
+            )
+
+
+def do_export(ctx: RunContext) -> dict[str, Path]:
+    from orchestrator.export import export_models
+
+    last = ctx.cfg.schedule.stages[-1]
+    _require_done(ctx, [last, "end_to_end"], "export")
+    return export_models(ctx.run_dir, ctx.plans[last].directory, ctx.plans["end_to_end"].directory)
+
+
+def do_predict(ctx: RunContext) -> list[dict]:
+    from orchestrator.predict import image_paths, predict
+
+    cfg = ctx.cfg.predict
+    if cfg.model not in ("alternating", "end_to_end"):
+        raise SpecError(f"predict.model={cfg.model!r}: use alternating or end_to_end")
+    if not cfg.images:
+        raise SpecError("stage=predict needs predict.images=DIR_OR_GLOB")
+    images = image_paths(cfg.images)
+    saved_model = do_export(ctx)[cfg.model]
+    out = ctx.run_dir / "predict" / cfg.model
+    return predict(saved_model, ctx.data.label_map, images, out, cfg.score_threshold)
 
 
 def _metrics(ctx: RunContext, name: str) -> dict:

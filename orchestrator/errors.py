@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from orchestrator.audit import AuditError
 from orchestrator.chain import StageNotReady
-from orchestrator.data import DataError
 from orchestrator.restore import RestoreError
 from orchestrator.runner import NonFiniteLoss
+from orchestrator.validate import DataValidationError
 from stages.groups import GroupError
 from stages.spec import SpecError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AuditError,
-    DataError,
+    DataValidationError,
     FileNotFoundError,
     GroupError,
     NonFiniteLoss,

@@ -45,6 +45,7 @@ class Command(str, Enum):
     end_to_end = "end_to_end"
     compare = "compare"
     export = "export"
+    predict = "predict"
 
 
 class LRSchedule(str, Enum):
@@ -163,10 +164,14 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    kind: str = "shapes"
-    train: Optional[str] = None
+    kind: str = "shapes"  # shapes | tfrecord | coco | voc
+    train: Optional[str] = None  # tfrecord: records (glob); coco: annotation JSON; voc: split name
     val: Optional[str] = None
-    label_map: Optional[str] = None
+    label_map: Optional[str] = None  # tfrecord only (coco/voc take classes from annotations)
+    train_images: Optional[str] = None  # coco: image folders
+    val_images: Optional[str] = None
+    root: Optional[str] = None  # voc: VOCdevkit/VOC2007
+    bad_boxes: str = "error"  # error | skip | clip
     num_train: int = 512
     num_val: int = 64
     image_size: int = 128
@@ -194,6 +199,13 @@ class EvalConfig:
 
 
 @dataclass
+class PredictConfig:
+    images: Optional[str] = None  # a folder or a glob of PNG/JPEG files
+    model: str = "alternating"  # alternating | end_to_end
+    score_threshold: float = 0.3
+
+
+@dataclass
 class Config:
     stage: Command = Command.all
     steps: int = 600
@@ -205,6 +217,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
 
 class SpecError(ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -127,3 +128,62 @@ def test_run_summary_has_custom_scalars_layout_and_config_text(alternating_run):
     )
     config_text = tf.make_ndarray(acc.Tensors("config")[0].tensor_proto).item().decode()
     assert "s2_fast_rcnn" in config_text and "proposals: frozen:s1_rpn" in config_text
+
+
+def test_exported_saved_model_matches_the_checkpoints_own_postprocess(alternating_run):
+    from orchestrator.odapi import fields, tf_example_decoder
+
+    run_dir, _ = alternating_run
+    detect = tf.saved_model.load(str(run_dir / "export" / "alternating" / "saved_model"))
+    stage = stage_dir(run_dir, "s4_detector_head")
+    configs = builder.load_configs(stage / "pipeline.config")
+    record = configs["eval_input_configs"][0].tf_record_input_reader.input_path[0]
+    decoded = tf_example_decoder.TfExampleDecoder().decode(next(iter(tf.data.TFRecordDataset(record))))
+    image = decoded[fields.InputDataFields.image][None]
+    exported = detect(image)
+    model = builder.build_model(configs, is_training=False)
+    tf.train.Checkpoint(model=model).read(
+        tf.train.latest_checkpoint(str(stage / "checkpoints"))
+    ).expect_partial()
+    images, shapes = model.preprocess(tf.cast(image, tf.float32))
+    own = model.postprocess(model.predict(images, shapes), shapes)
+    n = int(own["num_detections"][0])
+    assert n == int(exported["num_detections"][0]) and n > 0
+    np.testing.assert_allclose(exported["detection_boxes"][0, :n], own["detection_boxes"][0, :n], atol=1e-4)
+    np.testing.assert_allclose(exported["detection_scores"][0, :n], own["detection_scores"][0, :n], atol=1e-4)
+    np.testing.assert_array_equal(exported["detection_classes"][0, :n], own["detection_classes"][0, :n] + 1)
+    assert (run_dir / "export" / "end_to_end" / "saved_model" / "saved_model.pb").exists()
+
+
+def test_predict_writes_annotated_images_and_coco_results(
+    alternating_run, compose_config, cache_dir, tmp_path
+):
+    from PIL import Image
+
+    from orchestrator.app import run
+    from orchestrator.shapes import ShapesParams, render_image
+    from tests.conftest import FAST
+
+    run_dir, _ = alternating_run
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        Image.fromarray(render_image(rng, ShapesParams())[0]).save(tmp_path / f"photo{i}.png")
+    cfg = compose_config(
+        [
+            *FAST,
+            "stage=predict",
+            "steps=4",
+            f"predict.images={tmp_path}",
+            "predict.model=end_to_end",
+            "predict.score_threshold=0.0",
+        ]
+    )
+    run(cfg, run_dir)
+    out = run_dir / "predict" / "end_to_end"
+    assert sorted(p.name for p in out.glob("*.png")) == ["photo0.png", "photo1.png"]
+    assert not np.array_equal(
+        np.asarray(Image.open(out / "photo0.png")), np.asarray(Image.open(tmp_path / "photo0.png"))
+    )
+    detections = json.loads((out / "detections.json").read_text())
+    assert detections and {"image_id", "category_id", "bbox", "score"} <= set(detections[0])
+    assert {d["image_id"] for d in detections} <= {"photo0.png", "photo1.png"}

@@ -72,7 +72,7 @@ def test_a_failed_job_is_reported_and_the_others_summarised(tmp_path, cache_dir)
     assert result.returncode != 0  # Hydra's basic sweeper re-raises the failed job at the end
     rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
     assert [r["status"] for r in rows] == ["completed", "failed"]
-    assert "DataError: data.train=None matches no file" in rows[1]["error"]
+    assert "DataValidationError: data.train=None matches no file" in rows[1]["error"]
     assert (sweep / "0" / "alternating" / "s1_rpn" / "pipeline.config").exists()
 
 
