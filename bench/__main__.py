@@ -78,7 +78,7 @@ def plan_pipeline(tmp: Path, env: dict, model: str, batch: int = 2, size: int = 
 
 def overhead(tmp: Path, env: dict, quick: bool) -> list[dict]:
     rows = []
-    for model, steps, per_iter in (("tiny", 60 if quick else 300, 20), ("resnet50", 10 if quick else 60, 10)):
+    for model, steps, per_iter in (("tiny", 60 if quick else 300, 20), ("resnet50", 10 if quick else 40, 10)):
         pipeline = plan_pipeline(tmp, env, model)
         for repeat in range(1 if quick else 2):
             stock = case("stock", env, pipeline=pipeline, steps=steps, per_iteration=per_iter)
@@ -92,9 +92,11 @@ def overhead(tmp: Path, env: dict, quick: bool) -> list[dict]:
     return rows
 
 
-def stage_costs(tmp: Path, env: dict, model: str, steps: int, extra: list[str]) -> dict:
+def stage_costs(tmp: Path, env: dict, model: str, steps: int | None, extra: list[str]) -> dict:
+    """Each stage in its own process; ``steps=None`` keeps the default config (the whole-run figures)."""
     run = tmp / f"stages-{model}"
-    common = [f"model={model}", f"steps={steps}", f"hydra.run.dir={run}", *extra]
+    step_args = [f"steps={steps}"] if steps else []
+    common = [f"model={model}", *step_args, f"hydra.run.dir={run}", *extra]
     rows = {}
     for name in STAGES:
         proc = cli([*common, f"stage={name}"], env)
@@ -124,7 +126,7 @@ def stage_costs(tmp: Path, env: dict, model: str, steps: int, extra: list[str]) 
     shutil.copytree(run / "alternating" / "s1_rpn", shared / "alternating" / "s1_rpn")
     shared_args = [
         f"model={model}",
-        f"steps={steps}",
+        *step_args,
         f"hydra.run.dir={shared}",
         "schedule=alternating_shared",
         *extra,
@@ -144,7 +146,7 @@ def scaling(tmp: Path, env: dict, quick: bool) -> list[dict]:
     for size in (128, 256) if quick else (128, 256, 512):
         for batch in (1, 2, 4):
             pipeline = plan_pipeline(tmp, env, "tiny", batch=batch, size=size)
-            result = case("scaling", env, pipeline=pipeline, steps=12 if quick else 30)
+            result = case("scaling", env, pipeline=pipeline, steps=12 if quick else 20)
             rows.append({"image_size": size, "batch": batch, **result})
             print(f"scaling {size}px batch {batch}: {result['step_ms']:.1f} ms", flush=True)
     return rows
@@ -168,7 +170,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run; figures not comparable")
     parser.add_argument("--out", default=str(ROOT), help="where BENCHMARKS.md goes")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite BENCHMARKS.md from bench/results.json"
+    )
     args = parser.parse_args()
+    from bench.report import write
+
+    raw = Path(args.out) / "bench" / "results.json"
+    if args.report_only:
+        write(json.loads(raw.read_text()), Path(args.out))
+        return
+    raw.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="frcnn-bench-"))
     env = {
         **os.environ,
@@ -177,20 +189,24 @@ def main() -> None:
     quick = args.quick
     results = {"machine": machine(), "quick": quick}
     results["overhead"] = overhead(tmp, env, quick)
+    raw.write_text(json.dumps(results, indent=2))
     tiny_extra = (
         ["data.num_train=64", "data.num_val=8", "eval.max_images=8", "backbone.pretrain_steps=50"]
         if quick
         else []
     )
-    results["stages_tiny"] = stage_costs(tmp, env, "tiny", 20 if quick else 600, tiny_extra)
+    results["stages_tiny"] = stage_costs(tmp, env, "tiny", 20 if quick else None, tiny_extra)
+    raw.write_text(json.dumps(results, indent=2))
+    cli(
+        [f"hydra.run.dir={tmp / 'stages-tiny'}", "stage=compare", *tiny_extra], env
+    )  # comparison/ for the README
     results["stages_resnet50"] = stage_costs(
-        tmp, env, "resnet50", 3 if quick else 10, ["eval.max_images=4", "data.num_train=64", "data.num_val=8"]
+        tmp, env, "resnet50", 3 if quick else 6, ["eval.max_images=4", "data.num_train=64", "data.num_val=8"]
     )
     results["scaling"] = scaling(tmp, env, quick)
-    from bench.report import write
-
+    raw.write_text(json.dumps(results, indent=2))
     write(results, Path(args.out))
-    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"runs kept in {tmp} (the tiny default run: {tmp / 'stages-tiny'})", flush=True)
 
 
 if __name__ == "__main__":

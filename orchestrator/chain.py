@@ -172,6 +172,7 @@ def _train_and_evaluate(ctx: RunContext, name: str, backbone: str | None, state:
         strategy=ctx.cfg.train.strategy,
         checkpoint_every=ctx.cfg.train.checkpoint_every,
         log_every=ctx.cfg.train.log_every,
+        steps_per_loop=ctx.cfg.train.steps_per_loop,
         keep_checkpoints=ctx.cfg.train.keep_checkpoints,
     )
     metrics = train_stage(run)

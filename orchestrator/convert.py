@@ -66,6 +66,19 @@ def _content_key(files: list[Path], image_dirs: list[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
+def _write_dataset(target: Path, key: str, names: list[str], train, val) -> DatasetFiles:
+    """train/val records and the label map into ``target``, once (temp dir + rename)."""
+
+    def build(tmp: Path) -> None:
+        write_records(tmp / "train.record", train())
+        write_records(tmp / "val.record", val())
+        write_label_map(tmp / "label_map.pbtxt", names)
+
+    cached_build(target, build)
+    files = [str(target / n) for n in ("train.record", "val.record", "label_map.pbtxt")]
+    return DatasetFiles(*files, num_classes=len(names), fingerprint=key)
+
+
 # --- COCO -----------------------------------------------------------------------------------
 
 
@@ -115,20 +128,12 @@ def convert_coco(
     id_map = {cid: i for i, cid in enumerate(ids, start=1)}
     names = [categories[c] for c in ids]
     key = _content_key(paths, dirs)
-    target = cache_dir / f"coco-{key}"
-
-    def build(tmp: Path) -> None:
-        write_records(tmp / "train.record", _coco_examples(paths[0], dirs[0], id_map, names, strict))
-        write_records(tmp / "val.record", _coco_examples(paths[1], dirs[1], id_map, names, strict))
-        write_label_map(tmp / "label_map.pbtxt", names)
-
-    cached_build(target, build)
-    return DatasetFiles(
-        str(target / "train.record"),
-        str(target / "val.record"),
-        str(target / "label_map.pbtxt"),
-        len(names),
+    return _write_dataset(
+        cache_dir / f"coco-{key}",
         key,
+        names,
+        lambda: _coco_examples(paths[0], dirs[0], id_map, names, strict),
+        lambda: _coco_examples(paths[1], dirs[1], id_map, names, strict),
     )
 
 
@@ -180,18 +185,10 @@ def convert_voc(root_dir: str, train_split: str, val_split: str, cache_dir: Path
     xmls = [root / "Annotations" / f"{i}.xml" for i in train_ids + val_ids]
     names = sorted({name for x in xmls for name, _ in _voc_objects(x)[3]})
     key = _content_key([*xmls, root / "ImageSets" / "Main" / f"{train_split}.txt"], [root / "JPEGImages"])
-    target = cache_dir / f"voc-{key}"
-
-    def build(tmp: Path) -> None:
-        write_records(tmp / "train.record", _voc_examples(root, train_ids, names))
-        write_records(tmp / "val.record", _voc_examples(root, val_ids, names))
-        write_label_map(tmp / "label_map.pbtxt", names)
-
-    cached_build(target, build)
-    return DatasetFiles(
-        str(target / "train.record"),
-        str(target / "val.record"),
-        str(target / "label_map.pbtxt"),
-        len(names),
+    return _write_dataset(
+        cache_dir / f"voc-{key}",
         key,
+        names,
+        lambda: _voc_examples(root, train_ids, names),
+        lambda: _voc_examples(root, val_ids, names),
     )

@@ -63,6 +63,7 @@ class StageRun:
     checkpoint_every: int = 200
     log_every: int = 25
     keep_checkpoints: int = 3
+    steps_per_loop: int = 10
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -171,7 +172,7 @@ def train_stage(run: StageRun) -> dict:
             clip_norm=configs["train_config"].gradient_clipping_by_norm or None,
             num_replicas=strategy.num_replicas_in_sync,
         )
-        train_fn = _distributed_step(strategy, step_fn)
+        train_fn = _TrainFn(strategy, step_fn)
         data = _dataset_iterator(strategy, configs, model)
         timings = _loop(run, train_fn, data, global_step, lr_fn, manager)
     audit_result = audit_lib.audit(groups, snapshot, initial_digest)
@@ -203,18 +204,52 @@ def _dataset_iterator(strategy, configs, model):
     return iter(dataset)
 
 
-def _distributed_step(strategy, step_fn):
-    @tf.function
-    def train_fn(features, labels):
-        per_replica = strategy.run(step_fn, args=(features, labels))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
+class _TrainFn:
+    """``n`` compiled steps per call, each pulling its own batch in-graph (as the stock loop does).
 
-    return train_fn
+    One ``tf.while_loop`` whose body is the only trace of the step. It returns the last step's
+    losses (a vector; ``keys`` names its entries, learnt while tracing) and the offset of the
+    first step whose total loss was not finite (-1 if none), so the NaN guard names the step.
+    """
+
+    def __init__(self, strategy, step_fn) -> None:
+        self.strategy, self.step_fn, self.keys = strategy, step_fn, []
+        self._fn = tf.function(self._run)
+
+    def _one_step(self, iterator) -> dict:
+        features, labels = next(iterator)
+        per_replica = self.strategy.run(self.step_fn, args=(features, labels))
+        return {
+            k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()
+        }
+
+    def _run(self, iterator, n):
+        def body(i, first_bad, _):
+            losses = self._one_step(iterator)
+            self.keys[:] = sorted(losses)
+            finite = tf.math.is_finite(losses["Loss/total_loss"])
+            first_bad = tf.where(tf.logical_and(first_bad < 0, tf.logical_not(finite)), i, first_bad)
+            return i + 1, first_bad, tf.stack([tf.cast(losses[k], tf.float32) for k in self.keys])
+
+        start = (tf.constant(0), tf.constant(-1), tf.zeros([0]))
+        invariants = (tf.TensorShape([]), tf.TensorShape([]), tf.TensorShape([None]))
+        _, first_bad, values = tf.while_loop(lambda i, *_: i < n, body, start, shape_invariants=invariants)
+        return values, first_bad
+
+    def __call__(self, iterator, n: int) -> tuple[dict, int]:
+        values, first_bad = self._fn(iterator, tf.constant(n))
+        return dict(zip(self.keys, values.numpy().tolist(), strict=True)), int(first_bad)
 
 
-def _loop(run: StageRun, train_fn, data, global_step, lr_fn, manager) -> dict:
+def _chunk(step: int, run: StageRun) -> int:
+    """Steps in the next compiled call: up to the next log, checkpoint or final step."""
+    limit = min(run.steps, *((step // e + 1) * e for e in (run.log_every, run.checkpoint_every)))
+    return max(1, min(run.steps_per_loop, limit - step))
+
+
+def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager) -> dict:
     writer = tf.summary.create_file_writer(str(run.directory / "train"))
-    start = int(global_step.numpy())
+    start = step = int(global_step.numpy())
     step_times: list[float] = []
     first_step_at = None
     losses = {}
@@ -222,15 +257,18 @@ def _loop(run: StageRun, train_fn, data, global_step, lr_fn, manager) -> dict:
         total=run.steps, initial=start, desc=run.name, unit="step", mininterval=2.0, dynamic_ncols=True
     )
     with writer.as_default():
-        for step in range(start + 1, run.steps + 1):
+        while step < run.steps:
+            n = 1 if step == start else _chunk(step, run)  # the first call traces: keep it alone
             tick = time.time()
-            features, labels = next(data)
-            losses = {k: float(v) for k, v in train_fn(features, labels).items()}
-            global_step.assign(step)
-            step_times.append(time.time() - tick)
+            losses, bad = train_fn(data, n)  # one host sync per call
+            step_times += [(time.time() - tick) / n] * n
             first_step_at = first_step_at or tick
-            _check_finite(run, step, losses, manager)
-            bar.update(1)
+            if bad >= 0:
+                losses["Loss/total_loss"] = math.nan
+            _check_finite(run, step + 1 + bad if bad >= 0 else step + n, losses, manager)
+            step += n
+            global_step.assign(step)
+            bar.update(n)
             if step % run.log_every == 0 or step == run.steps:
                 bar.set_postfix(loss=f"{losses['Loss/total_loss']:.3f}", refresh=False)
                 _summaries(losses, float(lr_fn()), step_times, run.step_offset + step)

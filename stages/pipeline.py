@@ -59,12 +59,17 @@ def load_pipeline(path: str | Path) -> pipeline_pb2.TrainEvalPipelineConfig:
     return config
 
 
+def copy_pipeline(config: pipeline_pb2.TrainEvalPipelineConfig) -> pipeline_pb2.TrainEvalPipelineConfig:
+    out = pipeline_pb2.TrainEvalPipelineConfig()
+    out.CopyFrom(config)
+    return out
+
+
 def run_pipeline(
     base: pipeline_pb2.TrainEvalPipelineConfig, run: RunInputs
 ) -> pipeline_pb2.TrainEvalPipelineConfig:
     """The base with this run's data, classes and sizes; shared by every stage."""
-    config = pipeline_pb2.TrainEvalPipelineConfig()
-    config.CopyFrom(base)
+    config = copy_pipeline(base)
     frcnn = config.model.faster_rcnn
     frcnn.num_classes = run.num_classes
     frcnn.number_of_stages = 2
@@ -112,8 +117,7 @@ def stage_pipeline(
     run_config: pipeline_pb2.TrainEvalPipelineConfig, spec: StageSpec, stage: StageInputs
 ) -> pipeline_pb2.TrainEvalPipelineConfig:
     """The stage's pipeline.config: ``run_config`` plus the stage's weights, freezes, init, steps."""
-    config = pipeline_pb2.TrainEvalPipelineConfig()
-    config.CopyFrom(run_config)
+    config = copy_pipeline(run_config)
     frcnn = config.model.faster_rcnn
     w = spec.loss_weights
     frcnn.first_stage_localization_loss_weight *= w.rpn_localization
@@ -139,8 +143,7 @@ def proposer_pipeline(
     config: pipeline_pb2.TrainEvalPipelineConfig, proposer: ProposerSpec
 ) -> pipeline_pb2.TrainEvalPipelineConfig:
     """The frozen proposer's config: its own stage's, with the spec's top-k / NMS overrides."""
-    out = pipeline_pb2.TrainEvalPipelineConfig()
-    out.CopyFrom(config)
+    out = copy_pipeline(config)
     if proposer.max_proposals is not None:
         out.model.faster_rcnn.first_stage_max_proposals = proposer.max_proposals
     if proposer.nms_iou_threshold is not None:
@@ -154,8 +157,7 @@ def without_paths(config: pipeline_pb2.TrainEvalPipelineConfig) -> str:
     Paths change when a run directory is copied or a sweep job lives elsewhere; the data and
     init checkpoints they point to are fingerprinted by content instead.
     """
-    out = pipeline_pb2.TrainEvalPipelineConfig()
-    out.CopyFrom(config)
+    out = copy_pipeline(config)
     out.train_config.ClearField("fine_tune_checkpoint")
     for reader in (out.train_input_reader, *out.eval_input_reader):
         reader.ClearField("label_map_path")

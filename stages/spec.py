@@ -185,6 +185,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 25
     keep_checkpoints: int = 3
+    steps_per_loop: int = 10  # train steps per compiled call (fewer host round-trips)
 
 
 @dataclass

@@ -36,9 +36,9 @@ def first_step_loss(kind: Strategy, path: Path, weights: str | None, batch) -> t
         step = make_train_step(
             model, optimizer, proposals.own_predict(model), False, None, strategy.num_replicas_in_sync
         )
-        train_fn = runner._distributed_step(strategy, step)
+        train_fn = runner._TrainFn(strategy, step)
         data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))
-        losses = train_fn(*next(iter(data)))
+        losses, _ = train_fn(iter(data), 1)
     return float(losses["Loss/total_loss"]), strategy.num_replicas_in_sync, weights
 
 

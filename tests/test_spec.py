@@ -82,3 +82,25 @@ def test_input_stages_follow_init_and_proposer(compose_config):
     assert cfg.stages.s2_fast_rcnn.input_stages() == ("s1_rpn",)
     assert cfg.stages.s3_rpn_shared.input_stages() == ("s2_fast_rcnn", "s1_rpn")
     assert cfg.stages.end_to_end.input_stages() == ()
+
+
+def test_a_users_stock_pipeline_config_is_the_base(compose_config, tmp_path, cache_dir):
+    """model.pipeline_config=PATH: its model/train settings stay; data, classes, steps are ours."""
+    from orchestrator.app import run
+    from orchestrator.plan import PIPELINES_DIR
+    from tests.conftest import FAST
+
+    text = (PIPELINES_DIR / "tiny.config").read_text()
+    text = text.replace("first_stage_max_proposals: 100", "first_stage_max_proposals: 77")
+    text = text.replace("num_classes: 3", "num_classes: 90").replace(
+        "momentum_optimizer_value: 0.9", "momentum_optimizer_value: 0.8"
+    )
+    (tmp_path / "zoo.config").write_text(text)
+    run(
+        compose_config([*FAST, "stage=plan", "steps=7", f"model.pipeline_config={tmp_path / 'zoo.config'}"]),
+        tmp_path / "run",
+    )
+    out = (tmp_path / "run" / "alternating" / "s1_rpn" / "pipeline.config").read_text()
+    assert "first_stage_max_proposals: 77" in out and "momentum_optimizer_value: 0.8" in out
+    assert "num_classes: 3" in out and "num_steps: 7" in out and "PATH_TO_BE_CONFIGURED" not in out
+    assert str(cache_dir) in out  # data paths point at our dataset
