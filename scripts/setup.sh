@@ -17,7 +17,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade "pip>=23" setuptools wheel
+.venv/bin/python -m pip install --quiet --upgrade "pip>=23" wheel
 .venv/bin/python -m pip install --quiet -r requirements/lock.txt
 # tf-models-official, tf-object-detection-api and lvis declare dependencies that pin old or
 # conflicting packages (another TensorFlow, opencv, tf-text...): install them without.
