@@ -23,7 +23,6 @@ import tensorflow as tf
 
 from orchestrator import evaluate
 from orchestrator.context import RunContext, code_version
-from orchestrator.plan import uses_proposer
 from orchestrator.runner import Proposer, StageRun, train_stage, write_json
 from orchestrator.tfrecords import file_lock, fingerprint
 from stages import pipeline as pipelines
@@ -96,7 +95,7 @@ def _prepare_dir(directory: Path, fp: str, name: str) -> None:
 
 def _proposer(ctx: RunContext, name: str, backbone: str | None) -> Proposer | None:
     spec = ctx.plans[name].spec
-    if not uses_proposer(spec):
+    if spec.proposer_stage is None:
         return None
     stage = spec.proposer_stage
     config = pipelines.proposer_pipeline(ctx.pipeline_for(stage, backbone), spec.proposer)

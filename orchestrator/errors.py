@@ -19,5 +19,4 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     RestoreError,
     SpecError,
     StageNotReady,
-    NotImplementedError,
 )

@@ -14,7 +14,7 @@ from orchestrator.restore import Source
 from orchestrator.shapes import DatasetFiles
 from stages import freeze
 from stages import pipeline as pipelines
-from stages.spec import INIT_KEYWORDS, Config, StageSpec
+from stages.spec import Config, StageSpec
 
 log = logging.getLogger(__name__)
 PIPELINES_DIR = Path(__file__).resolve().parents[1] / "conf" / "pipelines"
@@ -157,7 +157,3 @@ def stage_pipeline_config(cfg: Config, plan: StagePlan, run_config, sources, nam
             fine_tune_checkpoint_type=kind,
         ),
     )
-
-
-def uses_proposer(spec: StageSpec) -> bool:
-    return spec.proposer_stage is not None and spec.proposals not in INIT_KEYWORDS
