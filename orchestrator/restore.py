@@ -108,7 +108,3 @@ def initialize(model, groups: ModuleGroups, sources: dict[str, Source]) -> dict[
             for group in wanted:
                 report[group] = _restore_detection(model, group, sources[group])
     return report
-
-
-def latest_checkpoint(directory) -> str | None:
-    return tf.train.latest_checkpoint(str(directory))
