@@ -41,7 +41,7 @@ def ours(pipeline: str, steps: int) -> dict:
     """Our end_to_end runner on the same pipeline.config (no eval, no audit difference)."""
     from orchestrator import runner
     from orchestrator.restore import Source
-    from stages.spec import GROUPS, Group, StageSpec
+    from stages.spec import GROUPS, Group, StageSpec, TrainConfig
 
     spec = StageSpec(name="end_to_end", trains=list(Group))
     directory = Path(tempfile.mkdtemp(prefix="ours_"))
@@ -52,8 +52,7 @@ def ours(pipeline: str, steps: int) -> dict:
         pipeline_path=Path(pipeline),
         steps=steps,
         sources={g: Source("fresh") for g in GROUPS},
-        checkpoint_every=10**6,
-        log_every=10**6,
+        train=TrainConfig(checkpoint_every=10**6, log_every=10**6),
     )
     started = time.time()
     metrics = runner.train_stage(run)

@@ -124,12 +124,12 @@ def run_stage(ctx: RunContext, name: str) -> dict:
     if done:
         (plan.directory / "DONE").unlink()
     if ctx.stage_store is None:
-        return _train_and_evaluate(ctx, name, backbone, state)
+        return _train_and_evaluate(ctx, name, backbone, config, state)
     entry = ctx.stage_store / f"{name}-{state['fingerprint']}"
     with file_lock(entry.with_name(entry.name + ".lock")):
         if (entry / "DONE").exists():
             return _copy_from_store(entry, plan.directory, name)
-        metrics = _train_and_evaluate(ctx, name, backbone, state)
+        metrics = _train_and_evaluate(ctx, name, backbone, config, state)
         _publish(plan.directory, entry)
         return metrics
 
@@ -154,10 +154,10 @@ def _publish(directory: Path, entry: Path) -> None:
     os.rename(tmp, entry)
 
 
-def _train_and_evaluate(ctx: RunContext, name: str, backbone: str | None, state: dict) -> dict:
+def _train_and_evaluate(ctx: RunContext, name: str, backbone: str | None, config, state: dict) -> dict:
     plan = ctx.plans[name]
     _prepare_dir(plan.directory, state["fingerprint"], name)
-    pipeline_path = ctx.write_pipeline(name, backbone)
+    pipeline_path = ctx.write_pipeline(name, backbone, config)
     tf.keras.backend.clear_session()
     run = StageRun(
         name=name,
@@ -168,11 +168,7 @@ def _train_and_evaluate(ctx: RunContext, name: str, backbone: str | None, state:
         sources=ctx.sources(name, backbone),
         proposer=_proposer(ctx, name, backbone),
         step_offset=plan.step_offset,
-        strategy=ctx.cfg.train.strategy,
-        checkpoint_every=ctx.cfg.train.checkpoint_every,
-        log_every=ctx.cfg.train.log_every,
-        steps_per_loop=ctx.cfg.train.steps_per_loop,
-        keep_checkpoints=ctx.cfg.train.keep_checkpoints,
+        train=ctx.cfg.train,
     )
     metrics = train_stage(run)
     proposer = (run.proposer.pipeline_path, run.proposer.checkpoint) if run.proposer else None

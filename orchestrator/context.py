@@ -83,11 +83,12 @@ class RunContext:
             self.cfg, plan, self.run_config, sources, self.group_names, kind or "detection"
         )
 
-    def write_pipeline(self, name: str, backbone: str | None) -> Path:
+    def write_pipeline(self, name: str, backbone: str | None, config=None) -> Path:
+        """Write the stage's pipeline.config (``config``: one already built by ``pipeline_for``)."""
         from orchestrator.plan import header
 
         plan = self.plans[name]
-        config = self.pipeline_for(name, backbone)
+        config = config if config is not None else self.pipeline_for(name, backbone)
         return pipelines.write_pipeline(
             config, plan.directory / "pipeline.config", header(plan, self.sources(name, backbone))
         )

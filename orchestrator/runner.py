@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from orchestrator import audit as audit_lib
 from orchestrator import builder, proposals, restore
 from orchestrator.step import make_train_step
 from stages.groups import resolve_groups
-from stages.spec import StageSpec, Strategy
+from stages.spec import StageSpec, Strategy, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,7 @@ class StageRun:
     sources: dict[str, restore.Source]
     proposer: Proposer | None = None
     step_offset: int = 0
-    strategy: Strategy = Strategy.default
-    checkpoint_every: int = 200
-    log_every: int = 25
-    keep_checkpoints: int = 3
-    steps_per_loop: int = 10
+    train: TrainConfig = field(default_factory=TrainConfig)  # strategy, cadence of logs/checkpoints
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -137,7 +133,7 @@ def train_stage(run: StageRun) -> dict:
     """Train ``run`` to ``run.steps``; returns the stage metrics (also in ``metrics.json``)."""
     started = time.time()
     configs = builder.load_configs(run.pipeline_path)
-    strategy = make_strategy(run.strategy)
+    strategy = make_strategy(run.train.strategy)
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     with strategy.scope():
         model = builder.build_model(configs, is_training=True)
@@ -148,7 +144,7 @@ def train_stage(run: StageRun) -> dict:
         optimizer, lr_fn = builder.build_optimizer(configs, global_step)
         checkpoint = tf.train.Checkpoint(step=global_step, model=model, optimizer=optimizer)
         manager = tf.train.CheckpointManager(
-            checkpoint, str(run.checkpoint_dir), max_to_keep=run.keep_checkpoints
+            checkpoint, str(run.checkpoint_dir), max_to_keep=run.train.keep_checkpoints
         )
         if manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).expect_partial()
@@ -243,8 +239,8 @@ class _TrainFn:
 
 def _chunk(step: int, run: StageRun) -> int:
     """Steps in the next compiled call: up to the next log, checkpoint or final step."""
-    limit = min(run.steps, *((step // e + 1) * e for e in (run.log_every, run.checkpoint_every)))
-    return max(1, min(run.steps_per_loop, limit - step))
+    limit = min(run.steps, *((step // e + 1) * e for e in (run.train.log_every, run.train.checkpoint_every)))
+    return max(1, min(run.train.steps_per_loop, limit - step))
 
 
 def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager) -> dict:
@@ -269,10 +265,10 @@ def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager) 
             step += n
             global_step.assign(step)
             bar.update(n)
-            if step % run.log_every == 0 or step == run.steps:
+            if step % run.train.log_every == 0 or step == run.steps:
                 bar.set_postfix(loss=f"{losses['Loss/total_loss']:.3f}", refresh=False)
                 _summaries(losses, float(lr_fn()), step_times, run.step_offset + step)
-            if step % run.checkpoint_every == 0 or step == run.steps:
+            if step % run.train.checkpoint_every == 0 or step == run.steps:
                 manager.save(checkpoint_number=step)
     bar.close()
     writer.flush()

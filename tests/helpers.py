@@ -42,7 +42,7 @@ def stage_run(tmp: Path, spec, steps: int, sources: dict | None = None, **kw):
     """A :class:`StageRun` of ``spec`` on the tiny model in ``tmp/stage`` (sources: all fresh)."""
     from orchestrator.restore import Source
     from orchestrator.runner import StageRun
-    from stages.spec import GROUPS
+    from stages.spec import GROUPS, TrainConfig
 
     run_config, _ = tiny_pipeline(tmp)
     config = pipelines.stage_pipeline(
@@ -57,8 +57,7 @@ def stage_run(tmp: Path, spec, steps: int, sources: dict | None = None, **kw):
         pipeline_path=path,
         steps=steps,
         sources=sources or {g: Source("fresh") for g in GROUPS},
-        checkpoint_every=kw.pop("checkpoint_every", 2),
-        log_every=kw.pop("log_every", 1),
+        train=TrainConfig(checkpoint_every=kw.pop("checkpoint_every", 2), log_every=kw.pop("log_every", 1)),
         **kw,
     )
 
