@@ -137,7 +137,7 @@ def train_stage(run: StageRun) -> dict:
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     with strategy.scope():
         model = builder.build_model(configs, is_training=True)
-        first = next(iter(builder.train_dataset(configs, model)))
+        data, first = _train_iterator(strategy, configs, model)
         builder.ensure_built(model, *first)
         groups = resolve_groups(model)
         global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -169,7 +169,6 @@ def train_stage(run: StageRun) -> dict:
             num_replicas=strategy.num_replicas_in_sync,
         )
         train_fn = _TrainFn(strategy, step_fn)
-        data = _dataset_iterator(strategy, configs, model)
         timings = _loop(run, train_fn, data, global_step, lr_fn, manager)
     audit_result = audit_lib.audit(groups, snapshot, initial_digest)
     extra = {"proposer_audit": proposer_audit.check()} if proposer_audit is not None else {}
@@ -191,13 +190,21 @@ def train_stage(run: StageRun) -> dict:
     return metrics
 
 
-def _dataset_iterator(strategy, configs, model):
+def _train_iterator(strategy, configs, model) -> tuple:
+    """(training iterator, one batch to build the model with).
+
+    On one replica the batch comes from the training iterator itself: the OD API input
+    pipeline costs seconds to build (autograph converts its map functions), so it is built once.
+    A distributed iterator yields per-replica batches, so the model gets its own plain batch.
+    """
     if strategy.num_replicas_in_sync == 1:
-        return iter(builder.train_dataset(configs, model))
+        data = iter(builder.train_dataset(configs, model))
+        return data, next(data)
+    first = next(iter(builder.train_dataset(configs, model)))
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: builder.train_dataset(configs, model, input_context=ctx)
     )
-    return iter(dataset)
+    return iter(dataset), first
 
 
 class _TrainFn:
