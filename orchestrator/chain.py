@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from orchestrator import evaluate
 from orchestrator.context import RunContext, code_version
+from orchestrator.memory import peak_rss_mb, reset_peak_rss
 from orchestrator.runner import Proposer, StageRun, train_stage, write_json
 from orchestrator.tfrecords import file_lock, fingerprint
 from stages import pipeline as pipelines
@@ -159,6 +160,7 @@ def _train_and_evaluate(ctx: RunContext, name: str, backbone: str | None, config
     _prepare_dir(plan.directory, state["fingerprint"], name)
     pipeline_path = ctx.write_pipeline(name, backbone, config)
     tf.keras.backend.clear_session()
+    reset_peak_rss()
     run = StageRun(
         name=name,
         spec=plan.spec,
@@ -173,6 +175,7 @@ def _train_and_evaluate(ctx: RunContext, name: str, backbone: str | None, config
     metrics = train_stage(run)
     proposer = (run.proposer.pipeline_path, run.proposer.checkpoint) if run.proposer else None
     metrics.update(_evaluate(ctx, name, pipeline_path, metrics["checkpoint"], proposer))
+    metrics["peak_rss_mb"] = peak_rss_mb()  # this stage's training and evaluation
     write_json(plan.directory / "metrics.json", metrics)
     write_json(plan.directory / "DONE", {**state, "finished_at": time.time()})
     log.info("%s: done in %.0f s", name, metrics["wall_seconds"])

@@ -41,6 +41,7 @@ def test_every_stage_writes_the_output_contract(alternating_run, name):
     assert done["fingerprint"] and done["code"] and done["data"]
     steps = 16 if name == "end_to_end" else 4
     assert metrics["steps"] == steps and metrics["wall_seconds"] > 0
+    assert 200 < metrics["peak_rss_mb"] < 8 * 1024  # this stage's own high-water mark
     rpn_stage = name in ("s1_rpn", "s3_rpn_shared")
     assert ("mAP" in metrics) != rpn_stage and "mAP@0.5" in metrics or rpn_stage
     assert 0.0 <= metrics["AR@100"] <= 1.0 and "recall@300_iou0.7" in metrics
