@@ -73,6 +73,7 @@ def stage_fingerprint(ctx: RunContext, name: str, backbone: str | None, pipeline
         "backbone": checkpoint_id(backbone),
         "code": code_version(),
         "strategy": str(ctx.cfg.train.strategy),
+        "seed": ctx.cfg.seed,
     }
     return {
         "fingerprint": fingerprint(parts),
@@ -160,6 +161,9 @@ def _train_and_evaluate(ctx: RunContext, name: str, backbone: str | None, config
     _prepare_dir(plan.directory, state["fingerprint"], name)
     pipeline_path = ctx.write_pipeline(name, backbone, config)
     tf.keras.backend.clear_session()
+    # Seeded per stage, whatever ran before it in this process: `stage=all` and one process
+    # per stage initialise fresh heads and shuffle the data alike.
+    tf.keras.utils.set_random_seed(ctx.cfg.seed + list(ctx.plans).index(name))
     reset_peak_rss()
     run = StageRun(
         name=name,
