@@ -1,15 +1,18 @@
 """``python -m bench``: measure, side by side on this machine, and write BENCHMARKS.md.
 
-Every case runs in its own process (clean TensorFlow state; peak RSS from ``wait4``):
+Every case runs in a fresh process (clean TensorFlow state; peak RSS from ``wait4``, or per
+stage from the stage's own ``metrics.json``):
 
 1. overhead: our end_to_end step against the stock ``model_lib_v2.train_loop`` on the same
-   pipeline.config, tiny and resnet50 at 128x128, batch 2, repeated;
-2. stage costs: each stage as its own CLI process (step time, start-up, peak RSS), stage 2
-   with the frozen proposer and without it (``schedule=alternating_shared``);
-3. whole run: the default ``stage=all`` on the built-in data (wall time and mAP per method);
-4. scaling: step time against image size and batch size (tiny).
+   pipeline.config, tiny and resnet50 at 128x128, batch 2, each pair run twice;
+2. whole run: ``stage=all`` on the built-in data in one process, as a user runs it (per stage:
+   step time, start-up, evaluation, peak RSS, mAP), then stage 2 with its frozen proposer and
+   without one (``schedule=alternating_shared``), each in its own process;
+3. scaling: our step time and peak RSS against image size and batch size (tiny).
 
-``--quick`` shrinks every case (for a smoke check; its figures are not the committed ones).
+The whole run uses 500 steps a stage (the default config has 1000) so that the command stays
+under 20 minutes on 2 CPU cores. ``--resnet50-stages`` adds a few-step resnet50 run (about five
+minutes more); ``--quick`` shrinks every case for a smoke check (its figures are not comparable).
 """
 
 from __future__ import annotations
@@ -45,29 +48,21 @@ def case(name: str, env: dict, **kwargs) -> dict:
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     if code or not lines:
         raise RuntimeError(f"bench case {name} {kwargs} failed (exit {code})")
-    return {**json.loads(lines[-1][7:]), "process_wall_s": round(wall, 1), "peak_rss_mb": round(rss)}
+    return {**json.loads(lines[-1][7:]), "process_wall_s": round(wall, 1), "process_peak_rss_mb": round(rss)}
 
 
 def cli(args: list[str], env: dict) -> dict:
     code, wall, rss, _ = _spawn([sys.executable, "-m", "orchestrator", *args], env)
     if code:
         raise RuntimeError(f"python -m orchestrator {' '.join(args)} failed (exit {code})")
-    return {"process_wall_s": round(wall, 1), "peak_rss_mb": round(rss)}
+    return {"process_wall_s": round(wall, 1), "process_peak_rss_mb": round(rss)}
 
 
 def plan_pipeline(tmp: Path, env: dict, model: str, batch: int = 2, size: int = 128) -> str:
     """Our generated end_to_end pipeline.config for ``model`` (no fine-tune checkpoint: both loops start fresh)."""
     run = tmp / f"plan-{model}-{batch}-{size}"
-    cli(
-        [
-            "stage=plan",
-            f"model={model}",
-            f"model.batch_size={batch}",
-            f"data.image_size={size}",
-            f"hydra.run.dir={run}",
-        ],
-        env,
-    )
+    cli(["stage=plan", f"model={model}", f"model.batch_size={batch}", f"data.image_size={size}",
+         f"hydra.run.dir={run}"], env)  # fmt: skip
     from stages import pipeline as pipelines
 
     config = pipelines.load_pipeline(run / "end_to_end" / "pipeline.config")
@@ -77,8 +72,9 @@ def plan_pipeline(tmp: Path, env: dict, model: str, batch: int = 2, size: int = 
 
 
 def overhead(tmp: Path, env: dict, quick: bool) -> list[dict]:
+    """Stock loop then ours, twice per model; ``per_iteration`` steps per stock ``tf.function`` call."""
     rows = []
-    for model, steps, per_iter in (("tiny", 60 if quick else 300, 20), ("resnet50", 10 if quick else 40, 10)):
+    for model, steps, per_iter in (("tiny", 60 if quick else 200, 20), ("resnet50", 6 if quick else 12, 3)):
         pipeline = plan_pipeline(tmp, env, model)
         for repeat in range(1 if quick else 2):
             stock = case("stock", env, pipeline=pipeline, steps=steps, per_iteration=per_iter)
@@ -92,63 +88,60 @@ def overhead(tmp: Path, env: dict, quick: bool) -> list[dict]:
     return rows
 
 
-def stage_costs(tmp: Path, env: dict, model: str, steps: int | None, extra: list[str]) -> dict:
-    """Each stage in its own process; ``steps=None`` keeps the default config (the whole-run figures)."""
-    run = tmp / f"stages-{model}"
-    step_args = [f"steps={steps}"] if steps else []
-    common = [f"model={model}", *step_args, f"hydra.run.dir={run}", *extra]
-    rows = {}
-    for name in STAGES:
-        proc = cli([*common, f"stage={name}"], env)
-        metrics = json.loads(
-            (
-                run / ("end_to_end" if name == "end_to_end" else f"alternating/{name}") / "metrics.json"
-            ).read_text()
+STAGE_FIGURES = ("steps", "wall_seconds", "startup_seconds", "step_time_ms_median", "eval_seconds",
+                 "peak_rss_mb", "mAP", "mAP@0.5", "AR@100")  # fmt: skip
+
+
+def _stage_figures(run: Path, name: str) -> dict:
+    directory = run / ("end_to_end" if name == "end_to_end" else f"alternating/{name}")
+    metrics = json.loads((directory / "metrics.json").read_text())
+    return {k: metrics.get(k) for k in STAGE_FIGURES}
+
+
+def whole_run(tmp: Path, env: dict, model: str, steps: int, extra: list[str]) -> dict:
+    """``stage=all`` in one process (stages, baseline, comparison report), then the stage-2 pair."""
+    run = tmp / f"run-{model}"
+    common = [f"model={model}", f"steps={steps}", *extra]
+    process = cli([*common, "stage=all", f"hydra.run.dir={run}"], env)
+    stages = {name: _stage_figures(run, name) for name in STAGES}
+    for name, row in stages.items():
+        print(f"stage {model} {name}: {row}", flush=True)
+    pair = {}
+    for variant, schedule in (
+        ("s2_with_proposer", "alternating"),
+        ("s2_without_proposer", "alternating_shared"),
+    ):
+        directory = tmp / f"{variant}-{model}"
+        shutil.copytree(run / "alternating" / "s1_rpn", directory / "alternating" / "s1_rpn")
+        s2_steps = f"stages.s2_fast_rcnn.steps={min(steps, 150)}"
+        proc = cli(
+            [*common, s2_steps, f"schedule={schedule}", "stage=s2_fast_rcnn", f"hydra.run.dir={directory}"],
+            env,
         )
-        rows[name] = {
-            **proc,
-            **{
-                k: metrics.get(k)
-                for k in (
-                    "steps",
-                    "wall_seconds",
-                    "startup_seconds",
-                    "step_time_ms_median",
-                    "mAP",
-                    "mAP@0.5",
-                    "AR@100",
-                )
-            },
-        }
-        print(f"stage {model} {name}: {rows[name]}", flush=True)
-    shared = tmp / f"stages-{model}-shared"
-    (shared / "alternating").mkdir(parents=True)
-    shutil.copytree(run / "alternating" / "s1_rpn", shared / "alternating" / "s1_rpn")
-    shared_args = [
-        f"model={model}",
-        *step_args,
-        f"hydra.run.dir={shared}",
-        "schedule=alternating_shared",
-        *extra,
-    ]
-    proc = cli([*shared_args, "stage=s2_fast_rcnn"], env)
-    metrics = json.loads((shared / "alternating/s2_fast_rcnn/metrics.json").read_text())
-    rows["s2_without_proposer"] = {
-        **proc,
-        "step_time_ms_median": metrics["step_time_ms_median"],
-        "startup_seconds": metrics["startup_seconds"],
+        pair[variant] = {**proc, **_stage_figures(directory, "s2_fast_rcnn")}
+        print(f"{variant} {model}: {pair[variant]}", flush=True)
+    return {
+        "model": model,
+        "steps_per_stage": steps,
+        "run_dir": str(run),
+        **process,
+        "stages": stages,
+        **pair,
     }
-    return rows
 
 
 def scaling(tmp: Path, env: dict, quick: bool) -> list[dict]:
+    """One process per image size; batch sizes in turn, each with its own RSS high-water mark."""
     rows = []
     for size in (128, 256) if quick else (128, 256, 512):
-        for batch in (1, 2, 4):
-            pipeline = plan_pipeline(tmp, env, "tiny", batch=batch, size=size)
-            result = case("scaling", env, pipeline=pipeline, steps=12 if quick else 20)
-            rows.append({"image_size": size, "batch": batch, **result})
-            print(f"scaling {size}px batch {batch}: {result['step_ms']:.1f} ms", flush=True)
+        pipeline = plan_pipeline(tmp, env, "tiny", size=size)
+        result = case("scaling", env, pipeline=pipeline, batches=[1, 2, 4], steps=10 if quick else 15)
+        for batch, row in zip([1, 2, 4], result["batches"], strict=True):
+            rows.append({"image_size": size, "batch": batch, **row})
+            print(
+                f"scaling {size}px batch {batch}: {row['step_ms']:.1f} ms, {row['peak_rss_mb']} MiB",
+                flush=True,
+            )
     return rows
 
 
@@ -169,6 +162,9 @@ def machine() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run; figures not comparable")
+    parser.add_argument(
+        "--resnet50-stages", action="store_true", help="also a few-step resnet50 run (+5 min)"
+    )
     parser.add_argument("--out", default=str(ROOT), help="where BENCHMARKS.md goes")
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite BENCHMARKS.md from bench/results.json"
@@ -186,27 +182,22 @@ def main() -> None:
         **os.environ,
         "FRCNN_ALT_CACHE": os.environ.get("FRCNN_ALT_CACHE", str(Path("~/.cache/frcnn-alt").expanduser())),
     }
+    started = time.time()
     quick = args.quick
     results = {"machine": machine(), "quick": quick}
+    small_data = ["data.num_train=64", "data.num_val=8", "eval.max_images=8"]
     results["overhead"] = overhead(tmp, env, quick)
-    raw.write_text(json.dumps(results, indent=2))
-    tiny_extra = (
-        ["data.num_train=64", "data.num_val=8", "eval.max_images=8", "backbone.pretrain_steps=50"]
-        if quick
-        else []
-    )
-    results["stages_tiny"] = stage_costs(tmp, env, "tiny", 20 if quick else None, tiny_extra)
-    raw.write_text(json.dumps(results, indent=2))
-    cli(
-        [f"hydra.run.dir={tmp / 'stages-tiny'}", "stage=compare", *tiny_extra], env
-    )  # comparison/ for the README
-    results["stages_resnet50"] = stage_costs(
-        tmp, env, "resnet50", 3 if quick else 6, ["eval.max_images=4", "data.num_train=64", "data.num_val=8"]
-    )
+    raw.write_text(json.dumps(results, indent=2))  # partial figures survive a failed case
+    tiny_extra = [*small_data, "backbone.pretrain_steps=50"] if quick else []
+    results["whole_run"] = whole_run(tmp, env, "tiny", 20 if quick else 500, tiny_extra)
+    raw.write_text(json.dumps(results, indent=2))  # partial figures survive a failed case
+    if args.resnet50_stages:
+        results["resnet50_stages"] = whole_run(tmp, env, "resnet50", 3 if quick else 6, small_data)
     results["scaling"] = scaling(tmp, env, quick)
+    results["bench_minutes"] = round((time.time() - started) / 60, 1)
     raw.write_text(json.dumps(results, indent=2))
     write(results, Path(args.out))
-    print(f"runs kept in {tmp} (the tiny default run: {tmp / 'stages-tiny'})", flush=True)
+    print(f"{results['bench_minutes']} min; runs kept in {tmp} (whole run: {tmp / 'run-tiny'})", flush=True)
 
 
 if __name__ == "__main__":

@@ -59,29 +59,37 @@ def ours(pipeline: str, steps: int) -> dict:
     return {"step_ms": metrics["step_time_ms_median"], "wall_s": time.time() - started}
 
 
-def scaling(pipeline: str, steps: int) -> dict:
-    """Step time of our end_to_end train step for one pipeline.config (size, batch)."""
+def scaling(pipeline: str, batches: list[int], steps: int) -> dict:
+    """Step time and peak RSS of our end_to_end train step, one batch size after another."""
     import tensorflow as tf
 
     from orchestrator import builder, proposals
+    from orchestrator.memory import peak_rss_mb, reset_peak_rss
     from orchestrator.step import make_train_step
 
-    configs = builder.load_configs(pipeline)
-    model = builder.build_model(configs)
-    data = iter(builder.train_dataset(configs, model))
-    builder.ensure_built(model, *next(data))
-    optimizer, _ = builder.build_optimizer(configs, tf.Variable(0, dtype=tf.int64))
-    step = tf.function(make_train_step(model, optimizer, proposals.own_predict(model), False, 10.0))
-    times = []
-    for _ in range(steps):
-        features, labels = next(data)
-        tick = time.time()
-        float(step(features, labels)["Loss/total_loss"])
-        times.append(time.time() - tick)
-    return {
-        "step_ms": 1000 * float(np.median(times[3:])),
-        "step_ms_iqr": 1000 * float(np.subtract(*np.percentile(times[3:], [75, 25]))),
-    }
+    rows = []
+    for batch in batches:
+        tf.keras.backend.clear_session()
+        reset_peak_rss()
+        configs = builder.load_configs(pipeline)
+        configs["train_config"].batch_size = batch
+        model = builder.build_model(configs)
+        data = iter(builder.train_dataset(configs, model))
+        builder.ensure_built(model, *next(data))
+        optimizer, _ = builder.build_optimizer(configs, tf.Variable(0, dtype=tf.int64))
+        step = tf.function(make_train_step(model, optimizer, proposals.own_predict(model), False, 10.0))
+        times = []
+        for _ in range(steps):
+            features, labels = next(data)
+            tick = time.time()
+            float(step(features, labels)["Loss/total_loss"])
+            times.append(time.time() - tick)
+        rows.append({
+            "step_ms": 1000 * float(np.median(times[3:])),
+            "step_ms_iqr": 1000 * float(np.subtract(*np.percentile(times[3:], [75, 25]))),
+            "peak_rss_mb": peak_rss_mb(),
+        })  # fmt: skip
+    return {"batches": rows}
 
 
 CASES = {"stock": stock_train_loop, "ours": ours, "scaling": scaling}
