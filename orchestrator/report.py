@@ -87,7 +87,7 @@ def markdown(data: dict) -> str:
         cells = [
             f"**{label} total**",
             row["steps"],
-            row["wall_seconds"],
+            _fmt(row["wall_seconds"], 1),
             None,
             *[row[k] for k in METRIC_KEYS],
             "",
