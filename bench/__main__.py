@@ -185,17 +185,20 @@ def main() -> None:
     started = time.time()
     quick = args.quick
     results = {"machine": machine(), "quick": quick}
+
+    def save() -> None:  # after each case group: partial figures survive a failed case
+        raw.write_text(json.dumps(results, indent=2))
+
     small_data = ["data.num_train=64", "data.num_val=8", "eval.max_images=8"]
     results["overhead"] = overhead(tmp, env, quick)
-    raw.write_text(json.dumps(results, indent=2))  # partial figures survive a failed case
+    save()
     tiny_extra = [*small_data, "backbone.pretrain_steps=50"] if quick else []
     results["whole_run"] = whole_run(tmp, env, "tiny", 20 if quick else 500, tiny_extra)
-    raw.write_text(json.dumps(results, indent=2))  # partial figures survive a failed case
+    save()
     if args.resnet50_stages:
         results["resnet50_stages"] = whole_run(tmp, env, "resnet50", 3 if quick else 6, small_data)
     results["scaling"] = scaling(tmp, env, quick)
     results["bench_minutes"] = round((time.time() - started) / 60, 1)
-    raw.write_text(json.dumps(results, indent=2))
     write(results, Path(args.out))
     print(f"{results['bench_minutes']} min; runs kept in {tmp} (whole run: {tmp / 'run-tiny'})", flush=True)
 
