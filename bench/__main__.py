@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import STAGES, write
+
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head", "end_to_end"]
 
 
 def _spawn(args: list[str], env: dict) -> tuple[int, float, float, str]:
@@ -92,18 +93,19 @@ STAGE_FIGURES = ("steps", "wall_seconds", "startup_seconds", "step_time_ms_media
                  "peak_rss_mb", "mAP", "mAP@0.5", "AR@100")  # fmt: skip
 
 
-def _stage_figures(run: Path, name: str) -> dict:
-    directory = run / ("end_to_end" if name == "end_to_end" else f"alternating/{name}")
+def _stage_figures(directory: Path) -> dict:
     metrics = json.loads((directory / "metrics.json").read_text())
     return {k: metrics.get(k) for k in STAGE_FIGURES}
 
 
 def whole_run(tmp: Path, env: dict, model: str, steps: int, extra: list[str]) -> dict:
     """``stage=all`` in one process (stages, baseline, comparison report), then the stage-2 pair."""
+    from orchestrator.plan import stage_dir
+
     run = tmp / f"run-{model}"
     common = [f"model={model}", f"steps={steps}", *extra]
     process = cli([*common, "stage=all", f"hydra.run.dir={run}"], env)
-    stages = {name: _stage_figures(run, name) for name in STAGES}
+    stages = {name: _stage_figures(stage_dir(run, name)) for name in STAGES}
     for name, row in stages.items():
         print(f"stage {model} {name}: {row}", flush=True)
     pair = {}
@@ -112,13 +114,13 @@ def whole_run(tmp: Path, env: dict, model: str, steps: int, extra: list[str]) ->
         ("s2_without_proposer", "alternating_shared"),
     ):
         directory = tmp / f"{variant}-{model}"
-        shutil.copytree(run / "alternating" / "s1_rpn", directory / "alternating" / "s1_rpn")
+        shutil.copytree(stage_dir(run, "s1_rpn"), stage_dir(directory, "s1_rpn"))
         s2_steps = f"stages.s2_fast_rcnn.steps={min(steps, 150)}"
         proc = cli(
             [*common, s2_steps, f"schedule={schedule}", "stage=s2_fast_rcnn", f"hydra.run.dir={directory}"],
             env,
         )
-        pair[variant] = {**proc, **_stage_figures(directory, "s2_fast_rcnn")}
+        pair[variant] = {**proc, **_stage_figures(stage_dir(directory, "s2_fast_rcnn"))}
         print(f"{variant} {model}: {pair[variant]}", flush=True)
     return {
         "model": model,
@@ -170,7 +172,6 @@ def main() -> None:
         "--report-only", action="store_true", help="rewrite BENCHMARKS.md from bench/results.json"
     )
     args = parser.parse_args()
-    from bench.report import write
 
     raw = Path(args.out) / "bench" / "results.json"
     if args.report_only:
