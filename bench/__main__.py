@@ -100,7 +100,7 @@ def _stage_figures(directory: Path) -> dict:
 
 def whole_run(tmp: Path, env: dict, model: str, steps: int, extra: list[str]) -> dict:
     """``stage=all`` in one process (stages, baseline, comparison report), then the stage-2 pair."""
-    from orchestrator.plan import stage_dir
+    from orchestrator.plan.resolve import stage_dir
 
     run = tmp / f"run-{model}"
     common = [f"model={model}", f"steps={steps}", *extra]

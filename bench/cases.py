@@ -39,8 +39,8 @@ def stock_train_loop(pipeline: str, steps: int, per_iteration: int) -> dict:
 
 def ours(pipeline: str, steps: int) -> dict:
     """Our end_to_end runner on the same pipeline.config (no eval, no audit difference)."""
-    from orchestrator import runner
-    from orchestrator.restore import Source
+    from orchestrator.engine import runner
+    from orchestrator.odapi.restore import Source
     from stages.spec import GROUPS, Group, StageSpec, TrainConfig
 
     spec = StageSpec(name="end_to_end", trains=list(Group))
@@ -63,9 +63,9 @@ def scaling(pipeline: str, batches: list[int], steps: int) -> dict:
     """Step time and peak RSS of our end_to_end train step, one batch size after another."""
     import tensorflow as tf
 
-    from orchestrator import builder, proposals
-    from orchestrator.memory import peak_rss_mb, reset_peak_rss
-    from orchestrator.step import make_train_step
+    from orchestrator.engine.memory import peak_rss_mb, reset_peak_rss
+    from orchestrator.engine.step import make_train_step
+    from orchestrator.odapi import builder, proposals
 
     rows = []
     for batch in batches:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from orchestrator import chain, report
-from orchestrator.context import RunContext
-from orchestrator.plan import stage_order
-from orchestrator.tensorboard import write_run_summaries
+from orchestrator.chain import chain
+from orchestrator.outputs import report
+from orchestrator.outputs.tensorboard import write_run_summaries
+from orchestrator.plan.context import RunContext
+from orchestrator.plan.resolve import stage_order
 from stages.spec import Command, Config, SpecError, to_object, validate_config
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def _require_done(ctx: RunContext, names: list[str], what: str) -> None:
 
 
 def do_export(ctx: RunContext) -> dict[str, Path]:
-    from orchestrator.export import export_models
+    from orchestrator.outputs.export import export_models
 
     last = ctx.cfg.schedule.stages[-1]
     _require_done(ctx, [last, "end_to_end"], "export")
@@ -137,7 +138,7 @@ def do_export(ctx: RunContext) -> dict[str, Path]:
 
 
 def do_predict(ctx: RunContext) -> list[dict]:
-    from orchestrator.predict import image_paths, predict
+    from orchestrator.outputs.predict import image_paths, predict
 
     cfg = ctx.cfg.predict
     if cfg.model not in ("alternating", "end_to_end"):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from orchestrator.audit import AuditError
-from orchestrator.chain import StageNotReady
-from orchestrator.restore import RestoreError
-from orchestrator.runner import NonFiniteLoss
-from orchestrator.validate import DataValidationError
+from orchestrator.chain.chain import StageNotReady
+from orchestrator.data.validate import DataValidationError
+from orchestrator.engine.audit import AuditError
+from orchestrator.engine.runner import NonFiniteLoss
+from orchestrator.odapi.restore import RestoreError
 from stages.groups import GroupError
 from stages.spec import SpecError
 

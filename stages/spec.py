@@ -17,6 +17,8 @@ from typing import Any, List, Optional  # noqa: UP035 - OmegaConf needs typing g
 
 from omegaconf import MISSING
 
+from stages.errors import UserError
+
 
 class Group(str, Enum):
     """The units of freezing and initialisation (DESIGN.md §2)."""
@@ -221,7 +223,7 @@ class Config:
     predict: PredictConfig = field(default_factory=PredictConfig)
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A stage spec that is well-typed but inconsistent (names the key and the value)."""
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator import builder
-from orchestrator.plan import PIPELINES_DIR
-from orchestrator.shapes import ShapesParams, ensure_shapes
+from orchestrator.data.shapes import ShapesParams, ensure_shapes
+from orchestrator.odapi import builder
+from orchestrator.plan.resolve import PIPELINES_DIR
 from stages import pipeline as pipelines
 
 
@@ -40,8 +40,8 @@ def built_model(path: Path):
 
 def stage_run(tmp: Path, spec, steps: int, sources: dict | None = None, **kw):
     """A :class:`StageRun` of ``spec`` on the tiny model in ``tmp/stage`` (sources: all fresh)."""
-    from orchestrator.restore import Source
-    from orchestrator.runner import StageRun
+    from orchestrator.engine.runner import StageRun
+    from orchestrator.odapi.restore import Source
     from stages.spec import GROUPS, TrainConfig
 
     run_config, _ = tiny_pipeline(tmp)

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from orchestrator import builder
-from orchestrator.plan import stage_dir
+from orchestrator.odapi import builder
+from orchestrator.plan.resolve import stage_dir
 
 pytestmark = pytest.mark.slow
 STAGES = ["s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head", "end_to_end"]
@@ -162,7 +162,7 @@ def test_predict_writes_annotated_images_and_coco_results(
     from PIL import Image
 
     from orchestrator.app import run
-    from orchestrator.shapes import ShapesParams, render_image
+    from orchestrator.data.shapes import ShapesParams, render_image
     from tests.conftest import FAST
 
     run_dir, _ = alternating_run

@@ -1,0 +1,161 @@
+"""Evaluation on the val split: COCO mAP (the OD API's COCO evaluator) and proposal recall.
+
+Detector stages and ``end_to_end`` report ``mAP``, ``mAP@0.5`` and the recall of their RPN's
+proposals; RPN stages report proposal recall only (``AR@100``, ``recall@300_iou0.5``,
+``recall@300_iou0.7``). Evaluation keeps 300 RPN proposals per image, as the paper does at
+test time.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from orchestrator.odapi import builder, fields, label_map_util, proposals
+
+log = logging.getLogger(__name__)
+EVAL_PROPOSALS = 300
+IOUS = np.arange(0.5, 0.951, 0.05)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of [N,4] and [M,4] boxes (ymin, xmin, ymax, xmax)."""
+    ymin = np.maximum(a[:, None, 0], b[None, :, 0])
+    xmin = np.maximum(a[:, None, 1], b[None, :, 1])
+    ymax = np.minimum(a[:, None, 2], b[None, :, 2])
+    xmax = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def best_ious(proposals: np.ndarray, groundtruth: np.ndarray, k: int) -> np.ndarray:
+    """For each ground-truth box, its best IoU with the top-``k`` proposals."""
+    if len(groundtruth) == 0:
+        return np.zeros(0)
+    if len(proposals) == 0:
+        return np.zeros(len(groundtruth))
+    return box_iou(groundtruth, proposals[:k]).max(axis=1)
+
+
+def proposal_recall(per_image: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """AR@100 (mean recall over IoU 0.5:0.95) and recall@300 at IoU 0.5 / 0.7."""
+    b100 = np.concatenate([best_ious(p, g, 100) for p, g in per_image] or [np.zeros(0)])
+    b300 = np.concatenate([best_ious(p, g, 300) for p, g in per_image] or [np.zeros(0)])
+    if b100.size == 0:
+        return {"AR@100": 0.0, "recall@300_iou0.5": 0.0, "recall@300_iou0.7": 0.0}
+    return {
+        "AR@100": float(np.mean([(b100 >= t).mean() for t in IOUS])),
+        "recall@300_iou0.5": float((b300 >= 0.5).mean()),
+        "recall@300_iou0.7": float((b300 >= 0.7).mean()),
+    }
+
+
+def _coco_evaluator(label_map: str):
+    from object_detection.metrics import coco_evaluation
+
+    categories = label_map_util.create_categories_from_labelmap(label_map)
+    return coco_evaluation.CocoDetectionEvaluator(categories)
+
+
+def load_for_eval(pipeline_path: Path, checkpoint: str):
+    """Inference-mode model restored from ``checkpoint``, keeping 300 proposals."""
+    configs = builder.load_configs(pipeline_path)
+    configs["model"].faster_rcnn.first_stage_max_proposals = EVAL_PROPOSALS
+    model = builder.build_model(configs, is_training=False)
+    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    return configs, model
+
+
+def evaluate(
+    pipeline_path: Path,
+    checkpoint: str,
+    detector: bool,
+    max_images: int | None = None,
+    proposer: tuple[Path, str] | None = None,
+) -> dict:
+    """Metrics of one checkpoint on the val split of its pipeline.config.
+
+    ``proposer`` (pipeline.config, checkpoint): a stage trained on a frozen network's
+    proposals (paper step 2) is evaluated on that network's proposals too.
+    """
+    tf.keras.backend.set_learning_phase(False)
+    configs, model = load_for_eval(pipeline_path, checkpoint)
+    predict = proposals.own_predict(model)
+    if proposer is not None:
+        predict = proposals.frozen_proposer_predict(model, load_for_eval(*proposer)[1])
+    label_map = configs["eval_input_configs"][0].label_map_path
+    coco = _coco_evaluator(label_map) if detector else None
+
+    @tf.function
+    def infer(images, true_shapes):
+        prediction = predict(images, true_shapes)
+        detections = model.postprocess(prediction, true_shapes)
+        return prediction["proposal_boxes_normalized"], prediction["num_proposals"], detections
+
+    recall_inputs = []
+    dataset = builder.eval_dataset(configs, model)
+    if max_images:
+        dataset = dataset.take(max_images)
+    for index, (features, labels) in enumerate(tqdm(dataset, desc="eval", unit="img", mininterval=2.0)):
+        boxes, count, detections = infer(
+            features[fields.InputDataFields.image], features[fields.InputDataFields.true_image_shape]
+        )
+        gt = _groundtruth(labels)
+        recall_inputs.append((boxes[0, : int(count[0])].numpy(), gt["boxes"]))
+        if coco is not None:
+            _add_to_coco(coco, index, gt, detections, features)
+    metrics = proposal_recall(recall_inputs)
+    if coco is not None:
+        coco_metrics = coco.evaluate()
+        metrics["mAP"] = float(coco_metrics["DetectionBoxes_Precision/mAP"])
+        metrics["mAP@0.5"] = float(coco_metrics["DetectionBoxes_Precision/mAP@.50IOU"])
+    metrics["eval_images"] = len(recall_inputs)
+    return metrics
+
+
+def _groundtruth(labels: dict) -> dict:
+    n = int(labels[fields.InputDataFields.num_groundtruth_boxes][0])
+    boxes = labels[fields.InputDataFields.groundtruth_boxes][0, :n].numpy()
+    classes = np.argmax(labels[fields.InputDataFields.groundtruth_classes][0, :n].numpy(), axis=1) + 1
+    return {"boxes": boxes, "classes": classes}
+
+
+def _add_to_coco(coco, image_id: int, gt: dict, detections: dict, features: dict) -> None:
+    height, width = features[fields.InputDataFields.original_image_spatial_shape][0].numpy()
+    scale = np.array([height, width, height, width], dtype=np.float32)
+    coco.add_single_ground_truth_image_info(
+        image_id,
+        {
+            fields.InputDataFields.groundtruth_boxes: gt["boxes"] * scale,
+            fields.InputDataFields.groundtruth_classes: gt["classes"],
+        },
+    )
+    n = int(detections["num_detections"][0])
+    coco.add_single_detected_image_info(
+        image_id,
+        {
+            fields.DetectionResultFields.detection_boxes: detections["detection_boxes"][0, :n].numpy()
+            * scale,
+            fields.DetectionResultFields.detection_scores: detections["detection_scores"][0, :n].numpy(),
+            fields.DetectionResultFields.detection_classes: detections["detection_classes"][0, :n]
+            .numpy()
+            .astype(np.int64)
+            + 1,
+        },
+    )
+
+
+def write_eval_summaries(directory: Path, metrics: dict, step: int) -> None:
+    """Scalars under ``<stage>/eval`` for TensorBoard."""
+    writer = tf.summary.create_file_writer(str(directory / "eval"))
+    with writer.as_default():
+        for key, value in metrics.items():
+            if isinstance(value, float):
+                tf.summary.scalar(f"eval/{key}", value, step=step)
+    writer.flush()

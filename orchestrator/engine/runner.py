@@ -1,0 +1,306 @@
+"""Train one stage: build, initialise, freeze, loop, checkpoint, audit (the outer loop).
+
+Call order inside :func:`train_stage` (like detectron2's ``HookBase`` docstring):
+
+1. build the model from the stage's ``pipeline.config`` and call it once (all variables exist);
+2. resolve module groups, then resume or initialise (:mod:`orchestrator.odapi.restore`);
+3. freeze: ``trainable = False`` on the frozen groups; snapshot them for the audit;
+4. build the frozen proposer, if the spec names one;
+5. loop: the inner step (:mod:`orchestrator.engine.step`), summaries every ``log_every`` steps,
+   a checkpoint every ``checkpoint_every`` steps and at the end; a non-finite loss stops the
+   stage and keeps the last good checkpoint;
+6. audit the frozen groups; write ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from orchestrator.engine import audit as audit_lib
+from orchestrator.engine.step import make_train_step
+from orchestrator.odapi import builder, proposals, restore
+from stages.groups import resolve_groups
+from stages.spec import StageSpec, Strategy, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """A NaN or Inf loss: the stage stops, nothing is marked done."""
+
+
+@dataclass(frozen=True)
+class Proposer:
+    """A frozen network that proposes boxes: its pipeline.config and checkpoint."""
+
+    stage: str
+    pipeline_path: Path
+    checkpoint: str
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """Everything :func:`train_stage` needs; built by :mod:`orchestrator.plan.resolve`."""
+
+    name: str
+    spec: StageSpec
+    directory: Path
+    pipeline_path: Path
+    steps: int
+    sources: dict[str, restore.Source]
+    proposer: Proposer | None = None
+    step_offset: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)  # strategy, cadence of logs/checkpoints
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.directory / "checkpoints"
+
+
+def make_strategy(kind: Strategy) -> tf.distribute.Strategy:
+    if kind == Strategy.mirrored:
+        return tf.distribute.MirroredStrategy()
+    if kind == Strategy.multi_worker:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def build_frozen_proposer(proposer: Proposer, features, labels):
+    """The proposer network, restored in full and frozen (inference-mode BatchNorm)."""
+    configs = builder.load_configs(proposer.pipeline_path)
+    model = builder.build_model(configs, is_training=True)
+    builder.ensure_built(model, features, labels)
+    groups = resolve_groups(model)
+    restore.initialize(
+        model, groups, {g: restore.Source(proposer.stage, proposer.checkpoint) for g in groups.modules}
+    )
+    groups.set_trainable(())
+    return model, groups
+
+
+class _ProposerAudit:
+    """The frozen proposer must leave the stage bit-identical too (every group)."""
+
+    def __init__(self, groups) -> None:
+        self.groups = groups
+        self.snapshot = audit_lib.Snapshot.take(groups, tuple(groups.variables))
+
+    def check(self) -> dict:
+        return audit_lib.audit(self.groups, self.snapshot, self.snapshot.digest())
+
+
+def _predict_fn(run: StageRun, model, proposer_model):
+    if proposer_model is not None:
+        return proposals.frozen_proposer_predict(model, proposer_model)
+    if run.spec.skips_second_stage:
+        return proposals.rpn_only_predict(model)
+    return proposals.own_predict(model)
+
+
+def _log_groups(run: StageRun, groups, report: dict[str, str], trainable) -> None:
+    log.info("== %s: %s", run.name, run.spec.paper_step)
+    for group, (count, total) in groups.counts(trainable).items():
+        state = "trains" if group in run.spec.trained_groups else "FROZEN"
+        log.info(
+            "  %-18s %-6s %3d/%3d trainable vars | init from %s",
+            group,
+            state,
+            count,
+            total,
+            report.get(group, "?"),
+        )
+
+
+def _check_finite(run: StageRun, step: int, losses: dict, manager) -> None:
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise NonFiniteLoss(
+            f"stage {run.name}: non-finite loss at step {step}: {bad}. The last good checkpoint "
+            f"({manager.latest_checkpoint or 'none'}) is kept; lower train.lr or check the data, then rerun."
+        )
+
+
+def train_stage(run: StageRun) -> dict:
+    """Train ``run`` to ``run.steps``; returns the stage metrics (also in ``metrics.json``)."""
+    started = time.time()
+    configs = builder.load_configs(run.pipeline_path)
+    strategy = make_strategy(run.train.strategy)
+    run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    with strategy.scope():
+        model = builder.build_model(configs, is_training=True)
+        data, first = _train_iterator(strategy, configs, model)
+        builder.ensure_built(model, *first)
+        groups = resolve_groups(model)
+        global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        optimizer, lr_fn = builder.build_optimizer(configs, global_step)
+        checkpoint = tf.train.Checkpoint(step=global_step, model=model, optimizer=optimizer)
+        manager = tf.train.CheckpointManager(
+            checkpoint, str(run.checkpoint_dir), max_to_keep=run.train.keep_checkpoints
+        )
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).expect_partial()
+            report = {g: f"resume {manager.latest_checkpoint}" for g in groups.modules}
+        else:
+            report = restore.initialize(model, groups, run.sources)
+        groups.set_trainable(run.spec.trained_groups)
+        _log_groups(run, groups, report, model.trainable_variables)
+        snapshot = audit_lib.Snapshot.take(groups, run.spec.frozen_groups)
+        initial_digest = audit_lib.load_or_store_digest(run.directory / "audit_init.json", snapshot)
+        proposer_model = proposer_audit = None
+        if run.proposer is not None:
+            proposer_model, proposer_groups = build_frozen_proposer(run.proposer, *first)
+            proposer_audit = _ProposerAudit(proposer_groups)
+            log.info("  proposals from frozen %s (%s)", run.proposer.stage, run.proposer.checkpoint)
+        step_fn = make_train_step(
+            model,
+            optimizer,
+            _predict_fn(run, model, proposer_model),
+            first_stage_only=run.spec.skips_second_stage and proposer_model is None,
+            clip_norm=configs["train_config"].gradient_clipping_by_norm or None,
+            num_replicas=strategy.num_replicas_in_sync,
+        )
+        train_fn = _TrainFn(strategy, step_fn)
+        timings = _loop(run, train_fn, data, global_step, lr_fn, manager)
+    audit_result = audit_lib.audit(groups, snapshot, initial_digest)
+    extra = {"proposer_audit": proposer_audit.check()} if proposer_audit is not None else {}
+    metrics = {
+        "stage": run.name,
+        "steps": int(global_step.numpy()),
+        "wall_seconds": round(time.time() - started, 2),
+        "startup_seconds": round(timings.pop("startup_until_first_step") - started, 2),
+        **timings,
+        "checkpoint": manager.latest_checkpoint,
+        "init": report,
+        "variables": {
+            g: {"trained": t, "total": n} for g, (t, n) in groups.counts(model.trainable_variables).items()
+        },
+        "frozen_audit": audit_result,
+        **extra,
+    }
+    write_json(run.directory / "metrics.json", metrics)
+    return metrics
+
+
+def _train_iterator(strategy, configs, model) -> tuple:
+    """(training iterator, one batch to build the model with).
+
+    On one replica the batch comes from the training iterator itself: the OD API input
+    pipeline costs seconds to build (autograph converts its map functions), so it is built once.
+    A distributed iterator yields per-replica batches, so the model gets its own plain batch.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        data = iter(builder.train_dataset(configs, model))
+        return data, next(data)
+    first = next(iter(builder.train_dataset(configs, model)))
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: builder.train_dataset(configs, model, input_context=ctx)
+    )
+    return iter(dataset), first
+
+
+class _TrainFn:
+    """``n`` compiled steps per call, each pulling its own batch in-graph (as the stock loop does).
+
+    One ``tf.while_loop`` whose body is the only trace of the step. It returns the last step's
+    losses (a vector; ``keys`` names its entries, learnt while tracing) and the offset of the
+    first step whose total loss was not finite (-1 if none), so the NaN guard names the step.
+    """
+
+    def __init__(self, strategy, step_fn) -> None:
+        self.strategy, self.step_fn, self.keys = strategy, step_fn, []
+        self._fn = tf.function(self._run)
+
+    def _one_step(self, iterator) -> dict:
+        features, labels = next(iterator)
+        per_replica = self.strategy.run(self.step_fn, args=(features, labels))
+        return {
+            k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()
+        }
+
+    def _run(self, iterator, n):
+        def body(i, first_bad, _):
+            losses = self._one_step(iterator)
+            self.keys[:] = sorted(losses)
+            finite = tf.math.is_finite(losses["Loss/total_loss"])
+            first_bad = tf.where(tf.logical_and(first_bad < 0, tf.logical_not(finite)), i, first_bad)
+            return i + 1, first_bad, tf.stack([tf.cast(losses[k], tf.float32) for k in self.keys])
+
+        start = (tf.constant(0), tf.constant(-1), tf.zeros([0]))
+        invariants = (tf.TensorShape([]), tf.TensorShape([]), tf.TensorShape([None]))
+        _, first_bad, values = tf.while_loop(lambda i, *_: i < n, body, start, shape_invariants=invariants)
+        return values, first_bad
+
+    def __call__(self, iterator, n: int) -> tuple[dict, int]:
+        values, first_bad = self._fn(iterator, tf.constant(n))
+        return dict(zip(self.keys, values.numpy().tolist(), strict=True)), int(first_bad)
+
+
+def _chunk(step: int, run: StageRun) -> int:
+    """Steps in the next compiled call: up to the next log, checkpoint or final step."""
+    limit = min(run.steps, *((step // e + 1) * e for e in (run.train.log_every, run.train.checkpoint_every)))
+    return max(1, min(run.train.steps_per_loop, limit - step))
+
+
+def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager) -> dict:
+    writer = tf.summary.create_file_writer(str(run.directory / "train"))
+    start = step = int(global_step.numpy())
+    step_times: list[float] = []
+    first_step_at = None
+    losses = {}
+    bar = tqdm(
+        total=run.steps, initial=start, desc=run.name, unit="step", mininterval=2.0, dynamic_ncols=True
+    )
+    with writer.as_default():
+        while step < run.steps:
+            n = 1 if step == start else _chunk(step, run)  # the first call traces: keep it alone
+            tick = time.time()
+            losses, bad = train_fn(data, n)  # one host sync per call
+            step_times += [(time.time() - tick) / n] * n
+            first_step_at = first_step_at or tick
+            if bad >= 0:
+                losses["Loss/total_loss"] = math.nan
+            _check_finite(run, step + 1 + bad if bad >= 0 else step + n, losses, manager)
+            step += n
+            global_step.assign(step)
+            bar.update(n)
+            if step % run.train.log_every == 0 or step == run.steps:
+                bar.set_postfix(loss=f"{losses['Loss/total_loss']:.3f}", refresh=False)
+                _summaries(losses, float(lr_fn()), step_times, run.step_offset + step)
+            if step % run.train.checkpoint_every == 0 or step == run.steps:
+                manager.save(checkpoint_number=step)
+    bar.close()
+    writer.flush()
+    if not manager.latest_checkpoint:
+        manager.save(checkpoint_number=int(global_step.numpy()))
+    steady = step_times[1:] or step_times
+    return {
+        "resumed_from_step": start,
+        "startup_until_first_step": first_step_at or time.time(),
+        "train_seconds": round(sum(step_times), 2),
+        "step_time_ms_median": round(1000 * float(np.median(steady)), 2) if steady else None,
+        "final_losses": losses,
+    }
+
+
+def _summaries(losses: dict, lr: float, step_times: list[float], step: int) -> None:
+    for key, value in losses.items():
+        tf.summary.scalar(key, value, step=step)
+    tf.summary.scalar("learning_rate", lr, step=step)
+    recent = step_times[-25:]
+    tf.summary.scalar("steps_per_sec", len(recent) / max(sum(recent), 1e-9), step=step)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic JSON write (temp + rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)

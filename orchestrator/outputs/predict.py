@@ -1,0 +1,75 @@
+"""``stage=predict``: run an exported detector on images; annotated PNGs + detections.json.
+
+``detections.json`` is in COCO results format (``image_id`` = file name, ``bbox`` = [x, y, w, h]
+in pixels). Drawing uses the OD API's own ``visualization_utils``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from orchestrator.odapi import label_map_util
+from orchestrator.data.validate import DataValidationError
+
+log = logging.getLogger(__name__)
+SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_paths(spec: str) -> list[Path]:
+    path = Path(spec).expanduser()
+    files = sorted(path.iterdir()) if path.is_dir() else [Path(p) for p in sorted(glob.glob(str(path)))]
+    files = [f for f in files if f.suffix.lower() in SUFFIXES]
+    if not files:
+        raise DataValidationError(f"predict.images={spec!r}: no PNG or JPEG image found")
+    return files
+
+
+def predict(
+    saved_model: Path, label_map: str, images: list[Path], out_dir: Path, threshold: float
+) -> list[dict]:
+    from object_detection.utils import visualization_utils as viz
+
+    detect = tf.saved_model.load(str(saved_model))
+    categories = label_map_util.create_category_index_from_labelmap(label_map)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in images:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        out = detect(tf.constant(image[None], dtype=tf.uint8))
+        n = int(out["num_detections"][0])
+        boxes = out["detection_boxes"][0, :n].numpy()
+        classes = out["detection_classes"][0, :n].numpy().astype(np.int64)
+        scores = out["detection_scores"][0, :n].numpy()
+        drawn = image.copy()
+        viz.visualize_boxes_and_labels_on_image_array(
+            drawn,
+            boxes,
+            classes,
+            scores,
+            categories,
+            use_normalized_coordinates=True,
+            min_score_thresh=threshold,
+        )
+        Image.fromarray(drawn).save(out_dir / f"{path.stem}.png")
+        h, w = image.shape[:2]
+        for box, cls, score in zip(boxes, classes, scores, strict=True):
+            if score >= threshold:
+                y0, x0, y1, x1 = box * [h, w, h, w]
+                results.append(
+                    {
+                        "image_id": path.name,
+                        "category_id": int(cls),
+                        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                        "score": float(score),
+                    }
+                )
+    (out_dir / "detections.json").write_text(json.dumps(results, indent=1))
+    log.info("predict: %d images, %d detections >= %.2f -> %s", len(images), len(results), threshold, out_dir)
+    return results

@@ -1,0 +1,89 @@
+"""Real Hydra multiruns: per-job run layouts, shared upstream stages, summary, HParams."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import FAST
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def multirun(sweep_dir: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FRCNN_ALT_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "orchestrator", "-m", *args, f"hydra.sweep.dir={sweep_dir}"]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def hparams_tags(directory: Path) -> set[str]:
+    acc = EventAccumulator(str(directory), size_guidance={"tensors": 0})
+    acc.Reload()
+    return set(acc.Tags()["tensors"])
+
+
+@pytest.mark.slow
+def test_parallel_joblib_sweep_shares_upstream_stages_and_summarises(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    result = multirun(
+        sweep, cache_dir, *FAST, "stage=all", "steps=4", "stages.s4_detector_head.lr=0.01,0.02",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [sweep / "0", sweep / "1"]
+    for job in jobs:
+        assert (job / "comparison" / "comparison.json").exists()
+        for stage in ("alternating/s1_rpn", "alternating/s4_detector_head", "end_to_end"):
+            assert (job / stage / "DONE").exists()
+    for stage in ("s1_rpn", "s2_fast_rcnn", "s3_rpn_shared"):
+        reused = [
+            "reused_from" in json.loads((j / "alternating" / stage / "metrics.json").read_text())
+            for j in jobs
+        ]
+        assert sorted(reused) == [False, True], f"{stage} should train once and be reused once"
+    s4 = [
+        "reused_from" in json.loads((j / "alternating/s4_detector_head/metrics.json").read_text())
+        for j in jobs
+    ]
+    assert s4 == [False, False]
+    rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    assert {r["overrides"].split()[-1] for r in rows} == {
+        "stages.s4_detector_head.lr=0.01",
+        "stages.s4_detector_head.lr=0.02",
+    }
+    assert all(float(r["alternating/mAP@0.5"]) >= 0 and r["end_to_end/mAP"] != "" for r in rows)
+    assert "| 1 |" in (sweep / "sweep_summary.md").read_text()
+    assert "_hparams_/experiment" in hparams_tags(sweep)
+    for job in jobs:
+        assert {"_hparams_/session_start_info", "alternating/mAP"} <= hparams_tags(job / "hparams")
+
+
+def test_a_failed_job_is_reported_and_the_others_summarised(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    result = multirun(sweep, cache_dir, *FAST, "stage=plan", "data=shapes,tfrecord")
+    assert result.returncode != 0  # Hydra's basic sweeper re-raises the failed job at the end
+    rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
+    assert [r["status"] for r in rows] == ["completed", "failed"]
+    assert "DataValidationError: data.train=None matches no file" in rows[1]["error"]
+    assert (sweep / "0" / "alternating" / "s1_rpn" / "pipeline.config").exists()
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_jobs(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    result = multirun(
+        sweep, cache_dir, *FAST, "stage=plan", "model=tiny,resnet50", "hydra/launcher=submitit_local"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    text = (sweep / "1" / "alternating" / "s1_rpn" / "pipeline.config").read_text()
+    assert "faster_rcnn_resnet50_keras" in text
