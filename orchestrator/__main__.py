@@ -1,4 +1,8 @@
-"""``python -m orchestrator stage=...``: the Hydra entry point, nothing else (STYLE.md item 1)."""
+"""``python -m orchestrator stage=...``: the Hydra entry point, nothing else.
+
+User errors (:class:`~stages.errors.UserError`) become one log line and exit code 2; anything
+else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from stages.errors import UserError
 from stages.spec import register_configs
 
 register_configs()
@@ -20,14 +25,13 @@ log = logging.getLogger("orchestrator")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     from orchestrator.app import run
-    from orchestrator.errors import USER_ERRORS
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     store = Path(hydra_cfg.sweep.dir) / "stage_store" if multirun else None
     try:
         return run(cfg, Path(hydra_cfg.runtime.output_dir), stage_store=store)
-    except USER_ERRORS as exc:
+    except UserError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         if multirun:
             raise  # Hydra marks this job failed and the sweep summary reports it

@@ -1,22 +1,11 @@
-"""Errors that mean "your input is wrong": reported as one line, exit code 2, no traceback."""
+"""Which errors are the user's to fix: every subclass of :class:`stages.errors.UserError`.
+
+The entry point prints those as one line and exits 2. Everything else (our bugs, including a
+failed frozen-weight audit) keeps its traceback.
+"""
 
 from __future__ import annotations
 
-from orchestrator.chain.chain import StageNotReady
-from orchestrator.data.validate import DataValidationError
-from orchestrator.engine.audit import AuditError
-from orchestrator.engine.runner import NonFiniteLoss
-from orchestrator.odapi.restore import RestoreError
-from stages.groups import GroupError
-from stages.spec import SpecError
+from stages.errors import UserError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    AuditError,
-    DataValidationError,
-    FileNotFoundError,
-    GroupError,
-    NonFiniteLoss,
-    RestoreError,
-    SpecError,
-    StageNotReady,
-)
+__all__ = ["UserError"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from stages.errors import UserError
 from stages.spec import GROUPS
 
 GROUP_ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -21,7 +22,7 @@ GROUP_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 
 
-class GroupError(RuntimeError):
+class GroupError(UserError):
     """The model's variables are not partitioned by the four groups."""
 
 

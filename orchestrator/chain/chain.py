@@ -27,11 +27,12 @@ from orchestrator.engine.runner import Proposer, StageRun, train_stage, write_js
 from orchestrator.layout import file_lock, fingerprint
 from orchestrator.plan.context import RunContext, code_version
 from stages import pipeline as pipelines
+from stages.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class StageNotReady(RuntimeError):
+class StageNotReady(UserError):
     """A stage's input stage has not finished."""
 
 

@@ -28,13 +28,14 @@ from tqdm import tqdm
 from orchestrator.engine import audit as audit_lib
 from orchestrator.engine.step import make_train_step
 from orchestrator.odapi import builder, proposals, restore
+from stages.errors import UserError
 from stages.groups import resolve_groups
 from stages.spec import StageSpec, Strategy, TrainConfig
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError):
     """A NaN or Inf loss: the stage stops, nothing is marked done."""
 
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from stages.errors import UserError
 from stages.groups import GROUP_ATTRIBUTES, ModuleGroups
 
 
-class RestoreError(RuntimeError):
+class RestoreError(UserError):
     """A checkpoint that does not fit the model: names the group, the file and what is missing."""
 
 
