@@ -1,10 +1,13 @@
-"""Stage spec + base pipeline -> a stock ``TrainEvalPipelineConfig`` (STYLE.md item 3).
+"""Stage spec + base pipeline -> a stock ``TrainEvalPipelineConfig``.
 
-Knows nothing of Hydra. The generated config tells the truth about the stage: its loss weights,
-``freeze_variables`` (regexes proven against the built model by :mod:`stages.freeze`),
-``update_trainable_variables``, ``fine_tune_checkpoint`` and steps, and stays a valid stock config
-(``config_util`` parses it, ``model_builder`` builds it). ``number_of_stages`` is always 2: a
-one-stage checkpoint cannot be chained into a two-stage model (DESIGN.md §2).
+Knows nothing of Hydra: it takes typed specs and protos, so it is tested without composing a
+config ("Configuration flow" in ``docs/architecture.md``). The generated config tells the truth
+about the stage: its loss weights, ``freeze_variables`` (regexes proven against the built model
+by :mod:`stages.freeze`), ``update_trainable_variables``, ``fine_tune_checkpoint`` and steps,
+and stays a valid stock config (``config_util`` parses it, ``model_builder`` builds it).
+``number_of_stages`` is always 2, even for RPN-only stages: a one-stage checkpoint cannot be
+chained into a two-stage model, and every stage's checkpoint must hold all four module groups
+so that a later stage can restore any of them ("Module groups" in ``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -75,10 +78,10 @@ def run_pipeline(
     frcnn.number_of_stages = 2
     if run.feature_extractor:
         frcnn.feature_extractor.type = run.feature_extractor
-    if run.image_size:
+    if run.image_size is not None:
         resizer = frcnn.image_resizer.fixed_shape_resizer
         resizer.height = resizer.width = run.image_size
-    if run.batch_size:
+    if run.batch_size is not None:  # 0 must not silently mean "the base's" (validate_config rejects it)
         config.train_config.batch_size = run.batch_size
     for reader, path in (
         (config.train_input_reader, run.train_path),

@@ -1,9 +1,11 @@
-"""Typed stage specs and the run config schema (Hydra structured configs, STYLE.md item 3).
+"""Typed stage specs and the run config schema (Hydra structured configs).
 
 The YAML under ``conf/`` supplies values; these dataclasses give the types, so an unknown key,
 an unknown module group or an unknown command fails when Hydra composes the config, naming the
-key. :func:`register_configs` puts the schema in Hydra's ConfigStore; the orchestrator calls it
-before ``@hydra.main`` runs (no import-time side effects here).
+key. :func:`validate_config` then checks what types cannot say (stage order, init sources,
+numeric ranges) before anything is built or trained; see "Configuration flow" in
+``docs/architecture.md``. :func:`register_configs` puts the schema in Hydra's ConfigStore; the
+orchestrator calls it before ``@hydra.main`` runs (no import-time side effects here).
 
 Init sources (``StageSpec.init``): ``backbone`` (the backbone checkpoint), ``fresh`` (random
 weights), or the name of an earlier stage (its latest checkpoint).
@@ -11,7 +13,8 @@ weights), or the name of an earlier stage (its latest checkpoint).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, List, Optional  # noqa: UP035 - OmegaConf needs typing generics
 
@@ -21,7 +24,7 @@ from stages.errors import UserError
 
 
 class Group(str, Enum):
-    """The units of freezing and initialisation (DESIGN.md §2)."""
+    """The units of freezing and initialisation ("Module groups" in ``docs/architecture.md``)."""
 
     shared = "shared"
     rpn = "rpn"
@@ -30,24 +33,8 @@ class Group(str, Enum):
 
 
 GROUPS: tuple[str, ...] = tuple(g.value for g in Group)
-STAGE_NAMES: tuple[str, ...] = ("s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head", "end_to_end")
 INIT_KEYWORDS: tuple[str, ...] = ("backbone", "fresh")
-
-
-class Command(str, Enum):
-    """What ``python -m orchestrator stage=...`` does."""
-
-    all = "all"
-    alternating = "alternating"
-    plan = "plan"
-    s1_rpn = "s1_rpn"
-    s2_fast_rcnn = "s2_fast_rcnn"
-    s3_rpn_shared = "s3_rpn_shared"
-    s4_detector_head = "s4_detector_head"
-    end_to_end = "end_to_end"
-    compare = "compare"
-    export = "export"
-    predict = "predict"
+BAD_BOXES: tuple[str, ...] = ("error", "skip", "clip")
 
 
 class LRSchedule(str, Enum):
@@ -126,7 +113,11 @@ class StageSpec:
 
     @property
     def skips_second_stage(self) -> bool:
-        """RPN-only stage: no detector loss and the detector groups frozen (DESIGN.md §5)."""
+        """RPN-only stage: no detector loss and the detector groups frozen.
+
+        Such a stage runs the first stage alone (the second would compute losses that are
+        weighted 0 and outputs nobody trains); see "Stages" in ``docs/architecture.md``.
+        """
         detector = {Group.detector_features.value, Group.detector_head.value}
         return self.loss_weights.rpn_only and detector.isdisjoint(self.trained_groups)
 
@@ -140,11 +131,35 @@ class StageSpec:
 
 @dataclass
 class Stages:
+    """Every stage the orchestrator knows, in run order: the one place the stage names are spelled.
+
+    ``STAGE_NAMES`` and the stage members of ``Command`` are derived from these fields; each
+    field needs a ``conf/stages/<name>.yaml`` and a ``stages@stages.<name>`` default in
+    ``conf/config.yaml``. ``end_to_end`` (the baseline) must stay last.
+    """
+
     s1_rpn: StageSpec = MISSING
     s2_fast_rcnn: StageSpec = MISSING
     s3_rpn_shared: StageSpec = MISSING
     s4_detector_head: StageSpec = MISSING
     end_to_end: StageSpec = MISSING
+
+
+STAGE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Stages))
+ALTERNATING_STAGES: tuple[str, ...] = tuple(n for n in STAGE_NAMES if n != "end_to_end")
+if STAGE_NAMES[-1:] != ("end_to_end",):
+    raise AssertionError(f"stages.spec.Stages must end with end_to_end, not {STAGE_NAMES[-1]!r}")
+
+# What ``python -m orchestrator stage=...`` does: a run-wide command or one stage by name. Built
+# with the Enum functional API so the stage members come from ``Stages``; ``module`` and
+# ``qualname`` keep it picklable (sweep launchers pickle the config).
+Command = Enum(
+    "Command",
+    [(n, n) for n in ("all", "alternating", "plan", *STAGE_NAMES, "compare", "export", "predict")],
+    type=str,
+    module=__name__,
+    qualname="Command",
+)
 
 
 @dataclass
@@ -227,8 +242,63 @@ class SpecError(UserError, ValueError):
     """A stage spec that is well-typed but inconsistent (names the key and the value)."""
 
 
+# Lowest allowed value of integer settings (None, where the schema allows it, always passes):
+# key, lowest value, what the number is, how to fix it.
+_MINIMUMS: tuple[tuple[str, int, str, str], ...] = (
+    (
+        "model.batch_size",
+        1,
+        "the images per training step",
+        "set e.g. model.batch_size=2, or null for the base pipeline's",
+    ),
+    (
+        "model.image_size",
+        32,
+        "the resized image side in pixels",
+        "set e.g. model.image_size=128, or null for the base pipeline's",
+    ),
+    ("train.checkpoint_every", 1, "the steps between checkpoints", "set e.g. train.checkpoint_every=200"),
+    ("train.log_every", 1, "the steps between logged losses", "set e.g. train.log_every=25"),
+    ("train.keep_checkpoints", 1, "the checkpoints kept per stage", "set e.g. train.keep_checkpoints=3"),
+    ("train.steps_per_loop", 1, "the steps per compiled call", "set e.g. train.steps_per_loop=10"),
+    (
+        "eval.max_images",
+        1,
+        "the val images evaluated",
+        "set e.g. eval.max_images=64, or null for the whole val split",
+    ),
+    ("data.num_train", 1, "the generated train images", "set e.g. data.num_train=512"),
+    ("data.num_val", 1, "the generated val images", "set e.g. data.num_val=64"),
+    ("data.image_size", 32, "the generated image side in pixels", "set e.g. data.image_size=128"),
+    (
+        "backbone.pretrain_steps",
+        1,
+        "the backbone pre-training steps",
+        "set e.g. backbone.pretrain_steps=800, or model.pretrain_backbone=false to skip pre-training",
+    ),
+)
+
+
+def _require(key: str, value: Any, ok: bool, rule: str, fix: str) -> None:
+    """Raise ``SpecError("<key>=<value> is out of range: <rule>; <fix>.")`` unless ``ok``."""
+    if not ok:
+        raise SpecError(f"{key}={value!r} is out of range: {rule}; {fix}.")
+
+
+def _positive_lr(key: str, lr: float, fix: str) -> None:
+    ok = isinstance(lr, int | float) and math.isfinite(lr) and lr > 0
+    _require(key, lr, ok, "a learning rate must be a finite number > 0", fix)
+
+
+def _lookup(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def validate_stage(key: str, spec: StageSpec, earlier: tuple[str, ...]) -> None:
-    """Check what types cannot: init sources and proposers name known, earlier stages."""
+    """Check what types cannot: init sources and proposers name known, earlier stages; ranges."""
     for group, source in spec.init.as_dict().items():
         if source in INIT_KEYWORDS:
             continue
@@ -253,17 +323,63 @@ def validate_stage(key: str, spec: StageSpec, earlier: tuple[str, ...]) -> None:
         raise SpecError(f"stages.{key}.trains is empty: a stage must train at least one group.")
     if spec.steps is not None and spec.steps <= 0:
         raise SpecError(f"stages.{key}.steps ({spec.steps}) must be a positive integer.")
+    if spec.lr is not None:
+        _positive_lr(f"stages.{key}.lr", spec.lr, f"set e.g. stages.{key}.lr=0.01, or null for train.lr")
+    _require(
+        f"stages.{key}.warmup_steps",
+        spec.warmup_steps,
+        spec.warmup_steps >= 0,
+        "the warmup steps must be >= 0",
+        f"set stages.{key}.warmup_steps=0 for no warmup",
+    )
+    top_k, iou = spec.proposer.max_proposals, spec.proposer.nms_iou_threshold
+    _require(
+        f"stages.{key}.proposer.max_proposals",
+        top_k,
+        top_k is None or top_k >= 1,
+        "the proposals kept per image must be >= 1",
+        f"set e.g. stages.{key}.proposer.max_proposals=300, or null for the base pipeline's",
+    )
+    _require(
+        f"stages.{key}.proposer.nms_iou_threshold",
+        iou,
+        iou is None or 0 < iou <= 1,
+        "an NMS IoU threshold must be in (0, 1]",
+        f"set e.g. stages.{key}.proposer.nms_iou_threshold=0.7, or null for the base pipeline's",
+    )
+
+
+def validate_ranges(cfg: Config) -> None:
+    """Run-wide numeric ranges and choices that the schema's types cannot state."""
+    for key, low, what, fix in _MINIMUMS:
+        value = _lookup(cfg, key)
+        _require(key, value, value is None or value >= low, f"{what} must be >= {low}", fix)
+    _positive_lr("train.lr", cfg.train.lr, "set e.g. train.lr=0.02")
+    threshold = cfg.predict.score_threshold
+    _require(
+        "predict.score_threshold",
+        threshold,
+        0 <= threshold <= 1,
+        "a score threshold must be in [0, 1]",
+        "set e.g. predict.score_threshold=0.3",
+    )
+    if cfg.data.bad_boxes not in BAD_BOXES:
+        raise SpecError(
+            f"data.bad_boxes={cfg.data.bad_boxes!r} is not a policy: use {' | '.join(BAD_BOXES)} "
+            f"(stop at the first bad box, drop bad boxes, or clip them into the image)."
+        )
 
 
 def validate_config(cfg: Config) -> None:
-    """Whole-run checks after composition: schedule names, stage order, steps."""
+    """Whole-run checks after composition: ranges, schedule names, stage order, steps."""
     if cfg.steps <= 0:
         raise SpecError(f"steps ({cfg.steps}) must be a positive integer.")
+    validate_ranges(cfg)
     for name in cfg.schedule.stages:
-        if name not in STAGE_NAMES or name == "end_to_end":
+        if name not in ALTERNATING_STAGES:
             raise SpecError(
                 f"schedule.stages: {name!r} is not an alternating stage "
-                f"(known: {', '.join(STAGE_NAMES[:-1])})."
+                f"(known: {', '.join(ALTERNATING_STAGES)})."
             )
     earlier: tuple[str, ...] = ()
     for name in cfg.schedule.stages:
