@@ -1,9 +1,11 @@
 """Frozen/trained splits as regexes, for the ``freeze_variables`` a pipeline.config must state.
 
-The OD API's TF2 loop ignores ``freeze_variables`` (DESIGN.md §2), so these regexes are
-documentation that must tell the truth: :func:`freeze_patterns` builds them from the variable
-names of the frozen and trained sets, and :func:`check_patterns` proves a pattern list matches
-exactly the frozen set and that every pattern matches something.
+The OD API's TF2 loop ignores ``freeze_variables`` (the runner freezes by setting
+``trainable = False`` on the frozen groups and audits them afterwards; "Freezing and the audit"
+in ``docs/architecture.md``), so these regexes are documentation that must tell the truth:
+:func:`freeze_patterns` builds them from the variable names of the frozen and trained sets, and
+:func:`check_patterns` proves a pattern list matches exactly the frozen set and that every
+pattern matches something.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Module groups resolved from a built ``FasterRCNNMetaArch`` (DESIGN.md §2).
+"""Module groups resolved from a built ``FasterRCNNMetaArch``.
 
 This is the one module that reads the meta-architecture's private sub-model attributes; the
-names are listed once in ``GROUP_ATTRIBUTES`` and ``tests/test_groups.py`` fails loudly when
-an OD API release renames one. Groups come from the model objects, never from a regex table,
-so they are right for every Keras feature extractor.
+names are listed once in ``GROUP_ATTRIBUTES`` and ``tests/stages/test_groups.py`` fails loudly
+when an OD API release renames one. Groups come from the model objects, never from a regex
+table, so they are right for every Keras feature extractor ("Module groups" in
+``docs/architecture.md``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""The one place where third-party code is patched (DESIGN.md §5).
+"""The one place where third-party code is patched.
 
 tf-slim 1.1.0 (its last release) calls ``control_flow_ops.case`` and
 ``control_flow_ops.cond`` from ``tf_slim/data/tfexample_decoder.py``; TensorFlow 2.15 moved
 both, so the OD API's ``TfExampleDecoder`` dies with ``AttributeError: module
 'tensorflow.python.ops.control_flow_ops' has no attribute 'case'``. We put the two functions
 back. ``apply()`` is idempotent and must run before anything imports ``object_detection``;
-:mod:`orchestrator.odapi` calls it, so import the OD API through that module.
+:mod:`orchestrator.odapi` calls it, so import the OD API through that module. The pinned
+versions and why: "Compatibility with TensorFlow and the OD API" in ``docs/architecture.md``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """How a stage produces the proposals its second stage trains on: the meta-arch extension.
 
 ``FasterRCNNMetaArch.predict`` is ``_predict_first_stage`` then ``_predict_second_stage``. We
-call those two halves ourselves (DESIGN.md §2) to get three behaviours without editing the
-package, all in this one module:
+call those two halves ourselves ("Stages" in ``docs/architecture.md``) to get three behaviours
+without editing the package, all in this one module:
 
 * ``own`` - stock ``predict`` (end_to_end, stage 4, ``proposals: self``);
 * ``rpn only`` - the first stage alone: RPN-only stages skip the second stage entirely while the

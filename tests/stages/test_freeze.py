@@ -1,4 +1,4 @@
-"""Freeze regexes on fake names (big_vision's _split_frozen test, STYLE.md item 5)."""
+"""Freeze regexes on fake names, like big_vision's _split_frozen test: pure logic, no model build."""
 
 from __future__ import annotations
 
