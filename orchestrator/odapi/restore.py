@@ -1,6 +1,6 @@
 """Per-group initialisation by object-based partial restores, and resume.
 
-The order is important (STYLE.md item 8):
+The order matters: a resumed stage must not be overwritten by its init sources.
 
 1. The stage's own latest checkpoint, if any: an interrupted stage resumes from it (model,
    optimizer and step) and the spec's init sources are not read at all.
@@ -35,15 +35,32 @@ class Source:
     path: str | None = None  # None: fresh
 
     def kind(self) -> str:
+        """``fresh``, ``classification`` or ``detection``; a :class:`RestoreError` naming the
+        file when ``path`` holds no checkpoint or is not a TensorFlow checkpoint."""
         if self.path is None:
             return "fresh"
-        keys = [k for k, _ in tf.train.list_variables(self.path)]
+        where = (
+            f"backbone.checkpoint={self.path}" if self.label == "backbone" else f"{self.label}: {self.path}"
+        )
+        try:
+            keys = [k for k, _ in tf.train.list_variables(self.path)]
+        except (tf.errors.NotFoundError, ValueError) as exc:
+            raise RestoreError(
+                f"{where}: no checkpoint there (give a checkpoint prefix such as .../ckpt-10, whose "
+                f".index and .data-* files exist, or a directory with a 'checkpoint' file)"
+            ) from exc
+        except tf.errors.OpError as exc:  # DataLossError and the like: a file, but not a checkpoint
+            first = str(exc).splitlines()[0][:200]
+            raise RestoreError(
+                f"{where}: not a TensorFlow checkpoint ({type(exc).__name__}: {first}); give the "
+                f"prefix of a tf.train.Checkpoint (.../ckpt-10), not a SavedModel or another file"
+            ) from exc
         if any(k.startswith("feature_extractor/") for k in keys):
             return "classification"
         if any(k.startswith("model/") for k in keys):
             return "detection"
         raise RestoreError(
-            f"{self.path}: neither a classification checkpoint ('feature_extractor/...') nor a "
+            f"{where}: neither a classification checkpoint ('feature_extractor/...') nor a "
             f"detection checkpoint ('model/...'); keys start with {sorted({k.split('/')[0] for k in keys})[:5]}"
         )
 

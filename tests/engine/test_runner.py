@@ -135,7 +135,9 @@ def test_a_checkpoint_that_does_not_fit_names_what_is_missing(tmp_path):
         restore.initialize(model, groups, {"shared": restore.Source("backbone", path)})
     bogus = tmp_path / "not_a_checkpoint"
     bogus.write_text("hello")
-    with pytest.raises(Exception, match="not_a_checkpoint"):
+    with pytest.raises(
+        restore.RestoreError, match="backbone.checkpoint=.*not_a_checkpoint: not a TensorFlow checkpoint"
+    ):
         restore.Source("backbone", str(bogus)).kind()
 
 
