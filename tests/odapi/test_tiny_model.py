@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import tensorflow as tf
 
 from orchestrator.engine.step import make_train_step
 from orchestrator.odapi import builder, faster_rcnn_meta_arch, proposals
 from orchestrator.odapi.tiny_extractor import TinyKerasFeatureExtractor
 from tests.helpers import built_model, tiny_pipeline
+
+pytestmark = pytest.mark.slow  # builds the tiny model and trains it
 
 
 def test_tiny_builds_through_model_builder_and_loss_falls_on_a_fixed_batch(tmp_path):

@@ -14,6 +14,8 @@ from stages.groups import GROUP_ATTRIBUTES, GroupError, resolve_groups
 from stages.spec import GROUPS
 from tests.helpers import built_model, tiny_pipeline
 
+pytestmark = pytest.mark.slow  # every test here builds a model (group names come from the built model)
+
 EXTRACTORS = {
     "resnet50": ("resnet50.config", None),
     "resnet101": ("resnet50.config", "faster_rcnn_resnet101_keras"),
@@ -70,7 +72,6 @@ def test_a_variable_outside_every_group_is_named(tmp_path):
         resolve_groups(model)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXTRACTORS))
 def test_stock_extractor_groups_partition_and_regexes_are_exact(name):
     names = builder.group_variable_names(model_config(*EXTRACTORS[name]))
