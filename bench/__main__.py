@@ -66,7 +66,7 @@ def plan_pipeline(tmp: Path, env: dict, model: str, batch: int = 2, size: int = 
          f"hydra.run.dir={run}"], env)  # fmt: skip
     from stages import pipeline as pipelines
 
-    config = pipelines.load_pipeline(run / "end_to_end" / "pipeline.config")
+    config = pipelines.load_pipeline(run / "plan" / "end_to_end.config")
     config.train_config.ClearField("fine_tune_checkpoint")
     config.train_config.ClearField("fine_tune_checkpoint_type")
     return str(pipelines.write_pipeline(config, run / "bench.config"))
@@ -100,7 +100,7 @@ def _stage_figures(directory: Path) -> dict:
 
 def whole_run(tmp: Path, env: dict, model: str, steps: int, extra: list[str]) -> dict:
     """``stage=all`` in one process (stages, baseline, comparison report), then the stage-2 pair."""
-    from orchestrator.plan.resolve import stage_dir
+    from orchestrator.layout import stage_dir
 
     run = tmp / f"run-{model}"
     common = [f"model={model}", f"steps={steps}", *extra]

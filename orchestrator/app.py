@@ -1,12 +1,12 @@
 """``run(cfg, run_dir)``: the whole product behind ``python -m orchestrator``.
 
 Takes the composed config and the run directory explicitly (never ``sys.argv`` or the working
-directory) and returns the final alternating mAP, so Hydra sweepers can optimise it.
+directory) and returns the final alternating mAP, so Hydra sweepers can optimise it. Holds the
+run directory's lock for the whole call: one writer per run directory.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -14,10 +14,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from orchestrator.chain import chain
+from orchestrator.layout import run_dir_lock
 from orchestrator.outputs import report
+from orchestrator.outputs.plan_table import plan_table
 from orchestrator.outputs.tensorboard import write_run_summaries
 from orchestrator.plan.context import RunContext
-from orchestrator.plan.resolve import stage_order
+from orchestrator.plan.stage_plan import stage_order, stage_plans, stages_to_run
+from stages import pipeline as pipelines
 from stages.spec import Command, Config, SpecError, to_object, validate_config
 
 log = logging.getLogger(__name__)
@@ -25,56 +28,9 @@ log = logging.getLogger(__name__)
 
 def quiet_tensorflow() -> None:
     """TF and the OD API log deprecations by the hundred; keep our own log readable."""
-    for name in ("tensorflow", "absl", "h5py", "matplotlib"):
+    for name in ("tensorflow", "tensorboard", "absl", "h5py", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*set_learning_phase.*")
-
-
-def plan_table(ctx: RunContext) -> str:
-    """The stage table: trains / frozen / loss weights / init per group / proposals / steps."""
-    rows = [
-        (
-            "stage",
-            "trains",
-            "frozen",
-            "loss w (rpn loc/obj, det loc/cls)",
-            "init (shared/rpn/det_feat/det_head)",
-            "proposals",
-            "steps",
-        )
-    ]
-    for name in stage_order(ctx.cfg):
-        plan = ctx.plans[name]
-        w = plan.spec.loss_weights
-        init = plan.spec.init.as_dict()
-        rows.append(
-            (
-                name,
-                ",".join(plan.spec.trained_groups),
-                ",".join(plan.spec.frozen_groups) or "-",
-                f"{w.rpn_localization:g}/{w.rpn_objectness:g}, {w.detector_localization:g}/{w.detector_classification:g}",
-                "/".join(init[g] for g in ("shared", "rpn", "detector_features", "detector_head")),
-                plan.spec.proposals + (" (2nd stage skipped)" if plan.spec.skips_second_stage else ""),
-                str(plan.steps),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
-def do_plan(ctx: RunContext) -> None:
-    backbone = ctx.backbone_checkpoint(create=False)
-    for name in stage_order(ctx.cfg):
-        path = ctx.write_pipeline(name, backbone)
-        log.info("wrote %s", path)
-    print(plan_table(ctx), flush=True)
-
-
-def _final_map(results: dict[str, dict], ctx: RunContext) -> float:
-    last = ctx.cfg.schedule.stages[-1]
-    return float(results.get(last, {}).get("mAP", 0.0))
 
 
 def run(cfg, run_dir: Path, stage_store: Path | None = None) -> float:
@@ -85,8 +41,17 @@ def run(cfg, run_dir: Path, stage_store: Path | None = None) -> float:
     quiet_tensorflow()
     config: Config = cfg if isinstance(cfg, Config) else to_object(cfg)
     validate_config(config)
-    ctx = RunContext.create(config, Path(run_dir), stage_store)
+    run_dir = Path(run_dir)
+    with run_dir_lock(run_dir, wait=config.wait_for_lock):
+        return _dispatch(config, run_dir, stage_store)
+
+
+def _dispatch(config: Config, run_dir: Path, stage_store: Path | None) -> float:
     command = config.stage
+    names = stages_to_run(config)
+    needed = finished_stages_needed(config)
+    chain.require_done(stage_plans(config, run_dir), needed, command.value, run_dir)  # before any work
+    ctx = RunContext.create(config, run_dir, names, stage_store)
     log.info(
         "frcnn-alt: stage=%s model=%s data=%s -> %s",
         command.value,
@@ -99,42 +64,54 @@ def run(cfg, run_dir: Path, stage_store: Path | None = None) -> float:
         return 0.0
     if command == Command.export:
         log.info("exported: %s", do_export(ctx))
-        return _final_map({n: _metrics(ctx, n) for n in config.schedule.stages}, ctx)
+        return final_map(ctx)
     if command == Command.predict:
         do_predict(ctx)
         return 0.0
     if command == Command.compare:
         print(compare(ctx), flush=True)
-        return _final_map({n: _metrics(ctx, n) for n in config.schedule.stages}, ctx)
+        return final_map(ctx)
     write_run_summaries(ctx.run_dir, OmegaConf.to_yaml(OmegaConf.structured(config)))
-    if command == Command.all:
-        names = stage_order(config)
-    elif command == Command.alternating:
-        names = list(config.schedule.stages)
-    else:
-        names = [command.value]
-    results = chain.run_stages(ctx, names)
-    print(plan_table(ctx), flush=True)
+    chain.run_stages(ctx, names)
+    print(plan_table(list(ctx.plans.values())), flush=True)
     if command == Command.all:
         print(compare(ctx), flush=True)
         do_export(ctx)
-    return _final_map(results, ctx)
+    return final_map(ctx)
 
 
-def _require_done(ctx: RunContext, names: list[str], what: str) -> None:
-    for name in names:
-        if chain.read_done(ctx.plans[name].directory) is None:
-            raise chain.StageNotReady(
-                f"stage={what} needs {name} finished; it has no DONE in {ctx.run_dir}: run stage=all first."
-            )
+def finished_stages_needed(config: Config) -> list[str]:
+    """The stages compare / export / predict read: they must have finished."""
+    final = [config.schedule.stages[-1], "end_to_end"]
+    return {Command.compare: stage_order(config), Command.export: final, Command.predict: final}.get(
+        config.stage, []
+    )
+
+
+def do_plan(ctx: RunContext) -> None:
+    """Write every stage's pipeline.config under ``<run>/plan/`` and print the plan table.
+
+    Trains nothing and touches no stage directory; inputs that have not finished yet are
+    shown as such in each config's header.
+    """
+    for name in stage_order(ctx.cfg):
+        stage = ctx.resolve(name, planning=True)
+        path = pipelines.write_pipeline(stage.pipeline, ctx.run_dir / "plan" / f"{name}.config", stage.header)
+        log.info("wrote %s", path)
+    print(plan_table(list(ctx.plans.values())), flush=True)
+
+
+def final_map(ctx: RunContext) -> float:
+    last = ctx.plans[ctx.cfg.schedule.stages[-1]].files
+    return float(last.read_metrics().get("mAP", 0.0))
 
 
 def do_export(ctx: RunContext) -> dict[str, Path]:
     from orchestrator.outputs.export import export_models
 
     last = ctx.cfg.schedule.stages[-1]
-    _require_done(ctx, [last, "end_to_end"], "export")
-    return export_models(ctx.run_dir, ctx.plans[last].directory, ctx.plans["end_to_end"].directory)
+    chain.require_done(ctx.plans, [last, "end_to_end"], "export", ctx.run_dir)
+    return export_models(ctx.run_dir, ctx.plans[last].files, ctx.plans["end_to_end"].files)
 
 
 def do_predict(ctx: RunContext) -> list[dict]:
@@ -151,19 +128,10 @@ def do_predict(ctx: RunContext) -> list[dict]:
     return predict(saved_model, ctx.data.label_map, images, out, cfg.score_threshold)
 
 
-def _metrics(ctx: RunContext, name: str) -> dict:
-    path = ctx.plans[name].directory / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def compare(ctx: RunContext) -> str:
     """The comparison report of a finished run (fails clearly if a stage is missing)."""
-    for name in stage_order(ctx.cfg):
-        if chain.read_done(ctx.plans[name].directory) is None:
-            raise chain.StageNotReady(
-                f"stage=compare needs every stage finished; {name} has no DONE in {ctx.run_dir}: run stage=all first."
-            )
-    stage_dirs = {n: ctx.plans[n].directory for n in stage_order(ctx.cfg)}
-    text = report.write_report(ctx.run_dir, list(ctx.cfg.schedule.stages), stage_dirs)
+    order = stage_order(ctx.cfg)
+    stage_dirs = chain.require_done(ctx.plans, order, "compare", ctx.run_dir)
+    text = report.write_report(list(ctx.cfg.schedule.stages), stage_dirs, ctx.run_dir)
     log.info("comparison written to %s", ctx.run_dir / "comparison")
     return text

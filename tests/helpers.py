@@ -6,7 +6,7 @@ from pathlib import Path
 
 from orchestrator.data.shapes import ShapesParams, ensure_shapes
 from orchestrator.odapi import builder
-from orchestrator.plan.resolve import PIPELINES_DIR
+from orchestrator.plan.configs import PIPELINES_DIR
 from stages import pipeline as pipelines
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from orchestrator.layout import StageFiles
+
 log = logging.getLogger(__name__)
 
 PAPER_CONTEXT = [
@@ -35,11 +37,11 @@ def _scalars(directory: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
 
 
-def collect(run_dir: Path, stages: list[str], stage_dirs: dict[str, Path]) -> dict:
+def collect(stages: list[str], stage_dirs: dict[str, Path]) -> dict:
     """comparison.json: per-stage figures, totals and curves of both methods."""
     rows = {}
     for name in [*stages, "end_to_end"]:
-        metrics = json.loads((stage_dirs[name] / "metrics.json").read_text())
+        metrics = StageFiles(stage_dirs[name]).read_metrics()
         rows[name] = {
             "steps": metrics["steps"],
             "wall_seconds": metrics["wall_seconds"],
@@ -149,11 +151,11 @@ def plot(data: dict, path: Path, stages: list[str]) -> None:
     plt.close(fig)
 
 
-def write_report(run_dir: Path, stages: list[str], stage_dirs: dict[str, Path]) -> str:
-    """Write comparison/{report.md, comparison.json, comparison.png}; returns the Markdown."""
+def write_report(stages: list[str], stage_dirs: dict[str, Path], run_dir: Path) -> str:
+    """Write ``<run>/comparison/{report.md, comparison.json, comparison.png}``; returns the Markdown."""
     out = run_dir / "comparison"
     out.mkdir(parents=True, exist_ok=True)
-    data = collect(run_dir, stages, stage_dirs)
+    data = collect(stages, stage_dirs)
     text = markdown(data)
     (out / "comparison.json").write_text(json.dumps(data, indent=2))
     (out / "report.md").write_text(f"# Alternating vs end-to-end: {run_dir}\n\n{text}\n")

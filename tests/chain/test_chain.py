@@ -1,7 +1,8 @@
-"""Chaining: fingerprints decide what reruns; kill -9 and rerun finishes; clear CLI errors."""
+"""Chaining: fingerprints decide what reruns, finished stages are never lost, one writer per run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from orchestrator.plan.resolve import stage_dir
+from orchestrator.layout import stage_dir
 from tests.conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,19 +33,70 @@ def done_times(run_dir: Path) -> dict[str, int]:
     return {n: (stage_dir(run_dir, n) / "DONE").stat().st_mtime_ns for n in STAGES}
 
 
-@pytest.mark.slow
-def test_changing_a_stage_reruns_it_and_downstream_only(alternating_run, compose_config, cache_dir, tmp_path):
-    from orchestrator.app import run
+def tree_digest(directory: Path) -> dict[str, str]:
+    """Every file under ``directory`` with the hash of its bytes."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
+
+@pytest.fixture()
+def finished_copy(alternating_run, tmp_path) -> Path:
     source, _ = alternating_run
     run_dir = tmp_path / "copy"
     shutil.copytree(source, run_dir)
-    before = done_times(run_dir)
-    run(compose_config([*FAST, "stage=all", "steps=4", "stages.s3_rpn_shared.lr=0.01"]), run_dir)
-    after = done_times(run_dir)
-    changed = {n for n in STAGES if before[n] != after[n]}
-    assert changed == {"s3_rpn_shared", "s4_detector_head"}
-    assert "lr: 0.01" in (stage_dir(run_dir, "s3_rpn_shared") / "pipeline.config").read_text()
+    return run_dir
+
+
+@pytest.mark.slow
+def test_changing_a_stage_reruns_it_and_downstream_only(finished_copy, compose_config):
+    from orchestrator.app import run
+
+    before = done_times(finished_copy)
+    run(compose_config([*FAST, "stage=all", "steps=4", "stages.s3_rpn_shared.lr=0.01"]), finished_copy)
+    after = done_times(finished_copy)
+    assert {n for n in STAGES if before[n] != after[n]} == {"s3_rpn_shared", "s4_detector_head"}
+    s3 = stage_dir(finished_copy, "s3_rpn_shared")
+    assert "lr: 0.01" in (s3 / "pipeline.config").read_text()
+    s4_config = (stage_dir(finished_copy, "s4_detector_head") / "pipeline.config").read_text()
+    s3_done = json.loads((s3 / "DONE").read_text())
+    assert f'fine_tune_checkpoint: "{s3 / s3_done["checkpoint"]}"' in s4_config  # handed over from DONE
+    assert not list(finished_copy.glob("alternating/*.partial"))
+
+
+@pytest.mark.slow
+def test_an_input_finished_under_other_settings_is_refused_and_nothing_is_deleted(finished_copy, cache_dir):
+    s4 = stage_dir(finished_copy, "s4_detector_head")
+    before = tree_digest(s4)
+    result = cli(
+        *FAST, "stage=s4_detector_head", "steps=3", f"hydra.run.dir={finished_copy}", env_cache=cache_dir
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert "the s3_rpn_shared finished in" in output and "was trained with other settings" in output
+    assert "Traceback" not in output
+    assert tree_digest(s4) == before and not s4.with_name(s4.name + ".partial").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_rerun_leaves_the_finished_stage_exactly_as_it_was(finished_copy, compose_config):
+    from orchestrator.app import run
+    from orchestrator.engine.runner import NonFiniteLoss
+
+    s4 = stage_dir(finished_copy, "s4_detector_head")
+    before = tree_digest(s4)
+    broken = [
+        *FAST,
+        "stage=s4_detector_head",
+        "steps=4",
+        "stages.s4_detector_head.loss_weights.detector_classification=nan",
+    ]
+    with pytest.raises(NonFiniteLoss):
+        run(compose_config(broken), finished_copy)
+    assert tree_digest(s4) == before
+    assert (s4.with_name(s4.name + ".partial") / "stage.json").exists()  # the failed attempt, apart
 
 
 @pytest.mark.slow
@@ -62,34 +114,59 @@ def test_kill_9_mid_stage_then_rerun_trains_every_stage_once(tmp_path, cache_dir
     env = {**os.environ, "FRCNN_ALT_CACHE": str(cache_dir)}
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    marker = stage_dir(run_dir, "s2_fast_rcnn") / "checkpoints" / "ckpt-10.index"
+    s2 = stage_dir(run_dir, "s2_fast_rcnn")
+    marker = s2.with_name(s2.name + ".partial") / "checkpoints" / "ckpt-10.index"
     deadline = time.time() + 400
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert marker.exists(), "stage 2 never reached its second checkpoint"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (stage_dir(run_dir, "s2_fast_rcnn") / "DONE").exists()
+    assert not (s2 / "DONE").exists()
     s1_done = (stage_dir(run_dir, "s1_rpn") / "DONE").stat().st_mtime_ns
     result = subprocess.run(
         [sys.executable, "-m", "orchestrator", *args], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    )  # the killed process's run-dir lock died with it
     assert result.returncode == 0, result.stderr[-3000:]
     assert (stage_dir(run_dir, "s1_rpn") / "DONE").stat().st_mtime_ns == s1_done  # not retrained
-    s2 = json.loads((stage_dir(run_dir, "s2_fast_rcnn") / "metrics.json").read_text())
-    assert s2["resumed_from_step"] >= 10 and s2["steps"] == 60 and s2["frozen_audit"]["passed"]
+    metrics = json.loads((s2 / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] >= 10 and metrics["steps"] == 60 and metrics["frozen_audit"]["passed"]
     for name in STAGES:
         d = stage_dir(run_dir, name)
-        assert (d / "DONE").exists()
-        tf.train.load_checkpoint(tf.train.latest_checkpoint(str(d / "checkpoints")))
+        done = json.loads((d / "DONE").read_text())
+        tf.train.load_checkpoint(str(d / done["checkpoint"]))
     assert (run_dir / "comparison" / "report.md").exists()
 
 
-def test_a_stage_whose_input_has_not_finished_fails_clearly(tmp_path, cache_dir):
-    result = cli(*FAST, "stage=s3_rpn_shared", f"hydra.run.dir={tmp_path}", env_cache=cache_dir)
+@pytest.mark.slow
+def test_a_second_process_on_the_same_run_dir_stops_at_once_naming_the_first(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    args = [*FAST, "stage=all", "steps=400", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "FRCNN_ALT_CACHE": str(cache_dir)}
+    first = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        lock = run_dir / ".frcnn-alt.lock"
+        deadline = time.time() + 120
+        while not (lock.exists() and lock.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.1)
+        assert lock.read_text().strip() == str(first.pid)
+        second = cli(*args, env_cache=cache_dir, timeout=120)
+        assert second.returncode == 2
+        assert f"in use by another frcnn-alt process (PID {first.pid})" in second.stdout + second.stderr
+        assert first.poll() is None  # the first run goes on untouched
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_a_stage_whose_input_has_not_finished_fails_before_any_work(tmp_path):
+    cache = tmp_path / "cache"
+    result = cli(*FAST, "stage=s3_rpn_shared", f"hydra.run.dir={tmp_path / 'run'}", env_cache=cache)
     assert result.returncode == 2
     assert "stage s3_rpn_shared needs s2_fast_rcnn, which has not finished" in result.stderr + result.stdout
-    assert not (stage_dir(tmp_path, "s3_rpn_shared") / "DONE").exists()
+    assert not cache.exists()  # no data generated, no backbone pre-trained
+    assert not (tmp_path / "run" / "alternating").exists()
 
 
 def test_a_misspelt_override_fails_naming_the_key(tmp_path, cache_dir):
@@ -101,6 +178,14 @@ def test_a_misspelt_override_fails_naming_the_key(tmp_path, cache_dir):
 
 def test_compare_before_training_fails_clearly(tmp_path, cache_dir):
     result = cli(*FAST, "stage=compare", f"hydra.run.dir={tmp_path}", env_cache=cache_dir)
-    assert (
-        result.returncode == 2 and "stage=compare needs every stage finished" in result.stderr + result.stdout
-    )
+    assert result.returncode == 2
+    assert "stage=compare needs s1_rpn finished; it has no DONE" in result.stderr + result.stdout
+
+
+def test_an_unwritable_run_dir_is_one_line(tmp_path, cache_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = cli("stage=plan", f"hydra.run.dir={blocker}/run", env_cache=cache_dir)
+    assert result.returncode == 2
+    assert "hydra.run.dir=" in result.stderr and "cannot write there" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

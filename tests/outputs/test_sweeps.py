@@ -73,7 +73,7 @@ def test_a_failed_job_is_reported_and_the_others_summarised(tmp_path, cache_dir)
     rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
     assert [r["status"] for r in rows] == ["completed", "failed"]
     assert "DataValidationError: data.train=None matches no file" in rows[1]["error"]
-    assert (sweep / "0" / "alternating" / "s1_rpn" / "pipeline.config").exists()
+    assert (sweep / "0" / "plan" / "s1_rpn.config").exists()
 
 
 @pytest.mark.slow
@@ -85,5 +85,5 @@ def test_submitit_local_launcher_runs_jobs(tmp_path, cache_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
     assert [r["status"] for r in rows] == ["completed", "completed"]
-    text = (sweep / "1" / "alternating" / "s1_rpn" / "pipeline.config").read_text()
+    text = (sweep / "1" / "plan" / "s1_rpn.config").read_text()
     assert "faster_rcnn_resnet50_keras" in text

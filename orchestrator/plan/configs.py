@@ -1,64 +1,33 @@
-"""The plan: which stages run, in what order, from which inputs, with which pipeline.config.
+"""A stage's ``pipeline.config``: the base pipeline, this run's data, the stage's spec and inputs.
 
-Pure bookkeeping over the typed :class:`~stages.spec.Config`; the only TensorFlow work is
-building the model once to read its module groups (for the ``freeze_variables`` regexes).
+Configuration flows one way: typed config -> :class:`~stages.pipeline.RunInputs` /
+:class:`~stages.pipeline.StageInputs` -> a stock ``TrainEvalPipelineConfig``.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.data.shapes import DatasetFiles
 from orchestrator.odapi.restore import Source
+from orchestrator.plan.stage_plan import StagePlan
 from stages import freeze
 from stages import pipeline as pipelines
+from stages.errors import UserError
 from stages.spec import Config, StageSpec
 
-log = logging.getLogger(__name__)
 PIPELINES_DIR = Path(__file__).resolve().parents[2] / "conf" / "pipelines"
 
 
-@dataclass(frozen=True)
-class StagePlan:
-    name: str
-    spec: StageSpec
-    directory: Path
-    steps: int
-    lr: float
-    step_offset: int
-
-
-def stage_dir(run_dir: Path, name: str) -> Path:
-    return run_dir / "end_to_end" if name == "end_to_end" else run_dir / "alternating" / name
-
-
-def stage_order(cfg: Config) -> list[str]:
-    return [*cfg.schedule.stages, "end_to_end"]
-
-
-def stage_plans(cfg: Config, run_dir: Path) -> dict[str, StagePlan]:
-    """Every stage with resolved steps, LR and TensorBoard step offset, in run order."""
-    plans: dict[str, StagePlan] = {}
-    offset = 0
-    for name in cfg.schedule.stages:
-        spec = getattr(cfg.stages, name)
-        steps = spec.steps or cfg.steps
-        plans[name] = StagePlan(name, spec, stage_dir(run_dir, name), steps, spec.lr or cfg.train.lr, offset)
-        offset += steps
-    e2e = cfg.stages.end_to_end
-    plans["end_to_end"] = StagePlan(
-        "end_to_end", e2e, stage_dir(run_dir, "end_to_end"), e2e.steps or offset, e2e.lr or cfg.train.lr, 0
-    )
-    return plans
+class PipelineConfigError(UserError):
+    """``model.pipeline_config`` names no file."""
 
 
 def base_pipeline_path(cfg: Config) -> Path:
     if cfg.model.pipeline_config:
         path = Path(cfg.model.pipeline_config).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
+            raise PipelineConfigError(
                 f"model.pipeline_config={cfg.model.pipeline_config!r} does not exist: pass a stock "
                 f"TF2 Faster R-CNN pipeline.config"
             )
@@ -84,13 +53,14 @@ def run_pipeline(cfg: Config, data: DatasetFiles):
     )
 
 
-def final_checkpoint(plan: StagePlan) -> str:
-    """Where a stage's last checkpoint will be (checkpoints are numbered by step)."""
-    return str(plan.directory / "checkpoints" / f"ckpt-{plan.steps}")
+def group_sources(
+    plan: StagePlan, finished: dict[str, str | None], backbone: str | None
+) -> dict[str, Source]:
+    """Group -> init :class:`Source`; ``finished``: input stage -> the checkpoint its DONE names.
 
-
-def group_sources(plan: StagePlan, plans: dict[str, StagePlan], backbone: str | None) -> dict[str, Source]:
-    """Group -> init :class:`Source` for one stage (earlier stages: their final checkpoint)."""
+    An input mapped to ``None`` has not finished yet (``stage=plan`` only): its groups show as
+    coming from that stage, with no checkpoint.
+    """
     sources = {}
     for group, source in plan.spec.init.as_dict().items():
         if source == "fresh":
@@ -99,25 +69,28 @@ def group_sources(plan: StagePlan, plans: dict[str, StagePlan], backbone: str | 
             sources[group] = (
                 Source("backbone", backbone) if backbone else Source("fresh (no backbone checkpoint)")
             )
+        elif finished[source] is None:
+            sources[group] = Source(f"{source} (when it finishes)")
         else:
-            sources[group] = Source(source, final_checkpoint(plans[source]))
+            sources[group] = Source(source, finished[source])
     return sources
 
 
 def fine_tune_fields(
-    plan: StagePlan, sources: dict[str, Source], backbone_kind: str
+    spec: StageSpec, sources: dict[str, Source], backbone_kind: str
 ) -> tuple[str | None, str | None]:
     """The one ``fine_tune_checkpoint`` a stock config can name: the shared group's source."""
-    shared = plan.spec.init.shared
+    shared = spec.init.shared
     if sources["shared"].path is None:
         return None, None
     if shared == "backbone":
         return sources["shared"].path, backbone_kind
-    same = all(s == shared for s in plan.spec.init.as_dict().values())
+    same = all(s == shared for s in spec.init.as_dict().values())
     return sources["shared"].path, "full" if same else "detection"
 
 
 def header(plan: StagePlan, sources: dict[str, Source]) -> str:
+    """The comment block on top of a generated pipeline.config: what the stage does and why."""
     spec = plan.spec
     lines = [
         f"frcnn-alt stage {plan.name}: paper step {spec.paper_step}",
@@ -142,9 +115,10 @@ def freeze_fields(spec: StageSpec, names: dict[str, list[str]], where: str) -> t
     return freeze_re, train_re
 
 
-def stage_pipeline_config(cfg: Config, plan: StagePlan, run_config, sources, names, backbone_kind: str):
+def stage_pipeline_config(plan: StagePlan, run_config, sources, names, backbone_kind: str):
+    """The stage's stock config: run config + loss weights, freezes, init checkpoint, steps, LR."""
     freeze_re, train_re = freeze_fields(plan.spec, names, f"stages.{plan.name}")
-    checkpoint, kind = fine_tune_fields(plan, sources, backbone_kind)
+    checkpoint, kind = fine_tune_fields(plan.spec, sources, backbone_kind)
     return pipelines.stage_pipeline(
         run_config,
         plan.spec,

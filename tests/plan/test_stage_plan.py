@@ -1,0 +1,78 @@
+"""Stage plans, commands and the plan table, from the real composed config (no TensorFlow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.outputs.plan_table import plan_table
+from orchestrator.plan.stage_plan import outside_inputs, stage_plans, stages_to_run
+from stages.spec import to_object
+
+
+def plans_of(compose_config, overrides: list[str], run_dir: Path = Path("/run")):
+    cfg = to_object(compose_config(overrides))
+    return cfg, stage_plans(cfg, run_dir)
+
+
+def test_steps_offsets_and_seeds_follow_the_schedule(compose_config):
+    cfg, plans = plans_of(compose_config, ["steps=10", "stages.s2_fast_rcnn.steps=7", "seed=5"])
+    assert list(plans) == ["s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head", "end_to_end"]
+    assert [p.steps for p in plans.values()] == [10, 7, 10, 10, 37]  # end_to_end: the sum
+    assert [p.step_offset for p in plans.values()] == [0, 10, 17, 27, 0]
+    assert [p.seed for p in plans.values()] == [5, 6, 7, 8, 9]
+    assert plans["s3_rpn_shared"].files.directory == Path("/run/alternating/s3_rpn_shared")
+    assert plans["end_to_end"].files.directory == Path("/run/end_to_end")
+
+
+def test_stage_lr_overrides_the_run_lr_and_end_to_end_steps_can_be_set(compose_config):
+    _, plans = plans_of(
+        compose_config, ["train.lr=0.05", "stages.s4_detector_head.lr=0.01", "stages.end_to_end.steps=3"]
+    )
+    assert plans["s1_rpn"].lr == 0.05 and plans["s4_detector_head"].lr == 0.01
+    assert plans["end_to_end"].steps == 3
+
+
+def test_inputs_come_from_init_sources_and_the_proposer(compose_config):
+    _, plans = plans_of(compose_config, [])
+    assert plans["s1_rpn"].inputs == ()
+    assert plans["s2_fast_rcnn"].inputs == ("s1_rpn",)  # its frozen proposer
+    assert set(plans["s3_rpn_shared"].inputs) == {"s1_rpn", "s2_fast_rcnn"}
+    assert plans["s4_detector_head"].inputs == ("s3_rpn_shared",)
+    _, shared = plans_of(compose_config, ["schedule=alternating_shared"])
+    assert shared["s2_fast_rcnn"].inputs == ("s1_rpn",)  # init, not a proposer
+
+
+def test_commands_name_the_stages_they_train_and_the_inputs_they_need(compose_config):
+    cases = {
+        "all": ["s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head", "end_to_end"],
+        "alternating": ["s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head"],
+        "s3_rpn_shared": ["s3_rpn_shared"],
+        "compare": [],
+        "plan": [],
+    }
+    for command, expected in cases.items():
+        cfg, plans = plans_of(compose_config, [f"stage={command}"])
+        assert stages_to_run(cfg) == expected, command
+    assert outside_inputs(plans, ["s3_rpn_shared"]) == [
+        ("s3_rpn_shared", "s2_fast_rcnn"),
+        ("s3_rpn_shared", "s1_rpn"),
+    ]
+    assert outside_inputs(plans, cases["all"]) == []
+
+
+def test_plan_table_has_a_row_per_stage_with_resolved_steps(compose_config):
+    _, plans = plans_of(compose_config, ["steps=12"])
+    lines = plan_table(list(plans.values())).splitlines()
+    assert len(lines) == 2 + 5
+    s2 = next(line for line in lines if line.startswith("| s2_fast_rcnn"))
+    cells = [c.strip() for c in s2.strip("|").split("|")]
+    assert cells == [
+        "s2_fast_rcnn",
+        "shared,detector_features,detector_head",
+        "rpn",
+        "0/0, 1/1",
+        "backbone/fresh/backbone/fresh",
+        "frozen:s1_rpn",
+        "12",
+    ]
+    assert lines[-1].split("|")[-2].strip() == "48"
