@@ -228,6 +228,7 @@ class Config:
     stage: Command = Command.all
     steps: int = 600
     seed: int = 0
+    wait_for_lock: bool = False  # another process holds the run dir: wait instead of stopping
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     stages: Stages = field(default_factory=Stages)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from orchestrator.layout import stage_dir
 from orchestrator.odapi import builder
-from orchestrator.plan.resolve import stage_dir
 from stages.spec import STAGE_NAMES
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from orchestrator.odapi import builder
-from orchestrator.plan.resolve import PIPELINES_DIR
+from orchestrator.plan.configs import PIPELINES_DIR
 from stages import pipeline as pipelines
 from stages.freeze import check_patterns, freeze_patterns
 from stages.groups import GROUP_ATTRIBUTES, GroupError, resolve_groups
