@@ -94,7 +94,9 @@ STAGE_FIGURES = ("steps", "wall_seconds", "startup_seconds", "step_time_ms_media
 
 
 def _stage_figures(directory: Path) -> dict:
-    metrics = json.loads((directory / "metrics.json").read_text())
+    from orchestrator.layout import StageFiles
+
+    metrics = StageFiles(directory).read_metrics()
     return {k: metrics.get(k) for k in STAGE_FIGURES}
 
 

@@ -28,7 +28,7 @@ CROP = 32
 VERSION = 1
 
 
-def _crops(record: str, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _crops(record: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Object crops (labels 1..N) and as many background crops (label 0), uint8."""
     decoder = tf_example_decoder.TfExampleDecoder()
     rng = np.random.default_rng(seed)
@@ -57,7 +57,7 @@ def _crop(image: tf.Tensor, box: np.ndarray) -> np.ndarray:
 def pretrain_backbone(data: DatasetFiles, steps: int, seed: int, out_prefix: Path) -> str:
     """Train and save the classification backbone; returns the checkpoint path."""
     tf.keras.utils.set_random_seed(seed)
-    images, labels = _crops(data.train, data.num_classes, seed)
+    images, labels = _crops(data.train, seed)
     backbone = build_backbone(train_batch_norm=True)
     head = tf.keras.Sequential(
         [tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(data.num_classes + 1)]

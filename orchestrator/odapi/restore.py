@@ -65,7 +65,8 @@ class Source:
         )
 
 
-def _tree(model, attrs: dict[str, object]) -> tf.train.Checkpoint:
+def _tree(attrs: dict[str, object]) -> tf.train.Checkpoint:
+    """A checkpoint tree ``model/<attr>/...`` over just these sub-models of the meta-architecture."""
     return tf.train.Checkpoint(model=tf.train.Checkpoint(**attrs))
 
 
@@ -82,14 +83,14 @@ def _restore(checkpoint: tf.train.Checkpoint, path: str, what: str) -> None:
 def _restore_detection(model, group: str, source: Source) -> str:
     attrs = {attr: getattr(model, attr) for attr in GROUP_ATTRIBUTES[group]}
     try:
-        _restore(_tree(model, attrs), source.path, f"group {group!r}")
+        _restore(_tree(attrs), source.path, f"group {group!r}")
         return f"{source.label} ({source.path})"
     except RestoreError as exc:
         if group != "detector_head" or "shape" not in str(exc.__cause__):
             raise
     head = model._mask_rcnn_box_predictor
     box = tf.train.Checkpoint(_box_prediction_head=head._box_prediction_head)
-    _restore(_tree(model, {"_mask_rcnn_box_predictor": box}), source.path, "detector_head box predictor")
+    _restore(_tree({"_mask_rcnn_box_predictor": box}), source.path, "detector_head box predictor")
     return f"box predictor from {source.label} ({source.path}); class predictor fresh (class count differs)"
 
 

@@ -110,7 +110,7 @@ def test_input_stages_follow_init_and_proposer(compose_config):
 def test_a_users_stock_pipeline_config_is_the_base(compose_config, tmp_path, cache_dir):
     """model.pipeline_config=PATH: its model/train settings stay; data, classes, steps are ours."""
     from orchestrator.app import run
-    from orchestrator.plan.resolve import PIPELINES_DIR
+    from orchestrator.plan.configs import PIPELINES_DIR
     from tests.conftest import FAST
 
     text = (PIPELINES_DIR / "tiny.config").read_text()
@@ -123,7 +123,7 @@ def test_a_users_stock_pipeline_config_is_the_base(compose_config, tmp_path, cac
         compose_config([*FAST, "stage=plan", "steps=7", f"model.pipeline_config={tmp_path / 'zoo.config'}"]),
         tmp_path / "run",
     )
-    out = (tmp_path / "run" / "alternating" / "s1_rpn" / "pipeline.config").read_text()
+    out = (tmp_path / "run" / "plan" / "s1_rpn.config").read_text()
     assert "first_stage_max_proposals: 77" in out and "momentum_optimizer_value: 0.8" in out
     assert "num_classes: 3" in out and "num_steps: 7" in out and "PATH_TO_BE_CONFIGURED" not in out
     assert str(cache_dir) in out  # data paths point at our dataset
