@@ -224,13 +224,13 @@ def read_job(job_dir: Path) -> dict:
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     job = {"job": job_dir.name, "overrides": list(overrides), "seed": seed_of(overrides)}
     status_file, comparison = job_dir / "job_status.json", job_dir / "comparison" / "comparison.json"
+    if not status_file.exists():  # its comparison.json may be half-written: do not read it
+        return {**job, "state": "running"}
     try:
-        status = json.loads(status_file.read_text()) if status_file.exists() else None
+        status = json.loads(status_file.read_text())
         data = json.loads(comparison.read_text()) if comparison.exists() else None
     except (OSError, ValueError) as err:
         return {**job, "state": "skipped", "reason": f"unreadable: {err}"}
-    if status is None:
-        return {**job, "state": "running"}
     if status.get("status") != "completed":
         return {**job, "state": "skipped", "reason": f"failed: {status.get('error') or 'no error recorded'}"}
     if not isinstance(data, dict):

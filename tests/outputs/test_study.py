@@ -336,3 +336,12 @@ def test_no_comparison_yet_writes_an_empty_study_without_a_plot(tmp_path):
         in (tmp_path / "study" / "report.md").read_text()
     )
     assert not (tmp_path / "study" / "curves.png").exists()
+
+
+def test_a_running_jobs_half_written_comparison_is_not_read(tmp_path):
+    job = write_job(tmp_path, 0, ["stage=all", "seed=0"], status=None)
+    (job / "comparison").mkdir()
+    (job / "comparison" / "comparison.json").write_text('{"alternating": {"mAP"')
+    assert study.read_job(job)["state"] == "running"
+    (job / "job_status.json").write_text('{"status": "compl')
+    assert study.read_job(job)["reason"].startswith("unreadable: ")
