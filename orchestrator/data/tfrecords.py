@@ -45,12 +45,16 @@ def _ints(values: Sequence[int]) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
 
 
-def encode_example(image: np.ndarray, boxes: Sequence[Box], class_names: Sequence[str], key: str):
-    """A ``tf.train.Example`` in the OD API's layout for one uint8 HxWx3 image."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    encoded = buf.getvalue()
-    height, width = image.shape[:2]
+def example_from_encoded(
+    encoded: bytes,
+    image_format: str,
+    width: int,
+    height: int,
+    key: str,
+    boxes: Sequence[Box],
+    class_names: Sequence[str],
+) -> tf.train.Example:
+    """The one place that spells the OD API feature keys: an example from encoded image bytes."""
     feature = {
         "image/height": _ints([height]),
         "image/width": _ints([width]),
@@ -58,7 +62,7 @@ def encode_example(image: np.ndarray, boxes: Sequence[Box], class_names: Sequenc
         "image/source_id": _bytes([key.encode()]),
         "image/key/sha256": _bytes([hashlib.sha256(encoded).hexdigest().encode()]),
         "image/encoded": _bytes([encoded]),
-        "image/format": _bytes([b"png"]),
+        "image/format": _bytes([image_format.encode()]),
         "image/object/bbox/xmin": _floats([b.xmin for b in boxes]),
         "image/object/bbox/xmax": _floats([b.xmax for b in boxes]),
         "image/object/bbox/ymin": _floats([b.ymin for b in boxes]),
@@ -67,6 +71,14 @@ def encode_example(image: np.ndarray, boxes: Sequence[Box], class_names: Sequenc
         "image/object/class/label": _ints([b.class_id for b in boxes]),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def encode_example(image: np.ndarray, boxes: Sequence[Box], class_names: Sequence[str], key: str):
+    """A ``tf.train.Example`` in the OD API's layout for one uint8 HxWx3 image (PNG-encoded)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    height, width = image.shape[:2]
+    return example_from_encoded(buf.getvalue(), "png", width, height, key, boxes, class_names)
 
 
 def write_label_map(path: Path, class_names: Sequence[str]) -> None:
