@@ -8,6 +8,8 @@ test time.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from pathlib import Path
 
@@ -63,13 +65,78 @@ def _coco_evaluator(label_map: str):
     return coco_evaluation.CocoDetectionEvaluator(categories)
 
 
-def load_for_eval(pipeline_path: Path, checkpoint: str):
-    """Inference-mode model restored from ``checkpoint``, keeping 300 proposals."""
+def load_for_eval(pipeline_path: Path, checkpoint: str | None = None):
+    """Inference-mode model keeping 300 proposals; restored from ``checkpoint`` when given.
+
+    The restore is deferred until the model's variables exist (its first call).
+    """
     configs = builder.load_configs(pipeline_path)
     configs["model"].faster_rcnn.first_stage_max_proposals = EVAL_PROPOSALS
     model = builder.build_model(configs, is_training=False)
-    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    if checkpoint is not None:
+        tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
     return configs, model
+
+
+class Evaluator:
+    """Evaluates checkpoints of one stage on its val split; builds model and input once.
+
+    Periodic evaluation during training calls it many times: the inference model, the traced
+    inference function and the input pipeline are built on the first call only, and each call
+    restores the given checkpoint's weights into the same model.
+
+    ``proposer`` (pipeline.config, checkpoint): a stage trained on a frozen network's
+    proposals (paper step 2) is evaluated on that network's proposals too.
+    """
+
+    def __init__(
+        self,
+        pipeline_path: Path,
+        detector: bool,
+        max_images: int | None = None,
+        proposer: tuple[Path, str] | None = None,
+    ) -> None:
+        tf.keras.backend.set_learning_phase(False)
+        self.configs, self.model = load_for_eval(pipeline_path)
+        predict = proposals.own_predict(self.model)
+        if proposer is not None:
+            predict = proposals.frozen_proposer_predict(self.model, load_for_eval(*proposer)[1])
+        self.detector, self.label_map = detector, self.configs["eval_input_configs"][0].label_map_path
+        dataset = builder.eval_dataset(self.configs, self.model)
+        self.dataset = dataset.take(max_images) if max_images else dataset
+        model = self.model
+
+        @tf.function
+        def infer(images, true_shapes):
+            prediction = predict(images, true_shapes)
+            detections = model.postprocess(prediction, true_shapes)
+            return prediction["proposal_boxes_normalized"], prediction["num_proposals"], detections
+
+        self._infer = infer
+
+    def __call__(self, checkpoint: str) -> dict:
+        """Metrics of ``checkpoint``: proposal recall, and COCO mAP for detector stages."""
+        tf.keras.backend.set_learning_phase(False)
+        tf.train.Checkpoint(model=self.model).restore(checkpoint).expect_partial()
+        coco = _coco_evaluator(self.label_map) if self.detector else None
+        recall_inputs = []
+        batches = tqdm(self.dataset, desc="eval", unit="img", mininterval=2.0, leave=False)
+        for index, (features, labels) in enumerate(batches):
+            boxes, count, detections = self._infer(
+                features[fields.InputDataFields.image], features[fields.InputDataFields.true_image_shape]
+            )
+            gt = _groundtruth(labels)
+            recall_inputs.append((boxes[0, : int(count[0])].numpy(), gt["boxes"]))
+            if coco is not None:
+                _add_to_coco(coco, index, gt, detections, features)
+        metrics = proposal_recall(recall_inputs)
+        if coco is not None:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its whole table
+                coco_metrics = coco.evaluate()
+            metrics["mAP"] = float(coco_metrics["DetectionBoxes_Precision/mAP"])
+            metrics["mAP@0.5"] = float(coco_metrics["DetectionBoxes_Precision/mAP@.50IOU"])
+        metrics["eval_images"] = len(recall_inputs)
+        return metrics
 
 
 def evaluate(
@@ -79,44 +146,8 @@ def evaluate(
     max_images: int | None = None,
     proposer: tuple[Path, str] | None = None,
 ) -> dict:
-    """Metrics of one checkpoint on the val split of its pipeline.config.
-
-    ``proposer`` (pipeline.config, checkpoint): a stage trained on a frozen network's
-    proposals (paper step 2) is evaluated on that network's proposals too.
-    """
-    tf.keras.backend.set_learning_phase(False)
-    configs, model = load_for_eval(pipeline_path, checkpoint)
-    predict = proposals.own_predict(model)
-    if proposer is not None:
-        predict = proposals.frozen_proposer_predict(model, load_for_eval(*proposer)[1])
-    label_map = configs["eval_input_configs"][0].label_map_path
-    coco = _coco_evaluator(label_map) if detector else None
-
-    @tf.function
-    def infer(images, true_shapes):
-        prediction = predict(images, true_shapes)
-        detections = model.postprocess(prediction, true_shapes)
-        return prediction["proposal_boxes_normalized"], prediction["num_proposals"], detections
-
-    recall_inputs = []
-    dataset = builder.eval_dataset(configs, model)
-    if max_images:
-        dataset = dataset.take(max_images)
-    for index, (features, labels) in enumerate(tqdm(dataset, desc="eval", unit="img", mininterval=2.0)):
-        boxes, count, detections = infer(
-            features[fields.InputDataFields.image], features[fields.InputDataFields.true_image_shape]
-        )
-        gt = _groundtruth(labels)
-        recall_inputs.append((boxes[0, : int(count[0])].numpy(), gt["boxes"]))
-        if coco is not None:
-            _add_to_coco(coco, index, gt, detections, features)
-    metrics = proposal_recall(recall_inputs)
-    if coco is not None:
-        coco_metrics = coco.evaluate()
-        metrics["mAP"] = float(coco_metrics["DetectionBoxes_Precision/mAP"])
-        metrics["mAP@0.5"] = float(coco_metrics["DetectionBoxes_Precision/mAP@.50IOU"])
-    metrics["eval_images"] = len(recall_inputs)
-    return metrics
+    """Metrics of one checkpoint on the val split of its pipeline.config (one-off evaluation)."""
+    return Evaluator(pipeline_path, detector, max_images, proposer)(checkpoint)
 
 
 def _groundtruth(labels: dict) -> dict:
