@@ -1,17 +1,23 @@
 """Dataset validation before any training: one readable error, or a cleaned copy.
 
 Checks every record of a split: it parses, its image decodes, its boxes are finite, inside
-[0, 1] and non-degenerate, its class ids exist in the label map, and the split is not empty.
+[0, 1] and non-degenerate, its class ids exist in the label map, the split is not empty, and
+the val split has boxes (mAP needs them).
 ``data.bad_boxes``: ``error`` (default) stops at the first bad box naming the file, record
 index and what is wrong; ``skip`` drops bad boxes, ``clip`` clips them into the image (dropping
 what is still degenerate); both write a cleaned copy and report the counts.
+
+Records converted from COCO / VOC have a ``<record>.sources.json`` beside them (see
+:func:`write_sources`): errors then name the user's annotation file and image, not the record.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +47,24 @@ class SplitReport:
     boxes: int
     dropped: int = 0
     clipped: int = 0
+
+
+def sources_path(record: str | Path) -> Path:
+    """Where the converter records which user item each record of ``record`` came from."""
+    return Path(f"{record}.sources.json")
+
+
+def write_sources(record: Path, source: str, items: list[str]) -> None:
+    """``source``: the split's annotations (a file or list); ``items``: one string per record."""
+    sources_path(record).write_text(json.dumps({"source": source, "records": items}))
+
+
+def _read_sources(record: str) -> tuple[str | None, list[str]]:
+    path = sources_path(record)
+    if not path.is_file():
+        return None, []
+    data = json.loads(path.read_text())
+    return data["source"], data["records"]
 
 
 def _files(pattern: str) -> list[str]:
@@ -73,7 +97,10 @@ def _parse(serialized: bytes, where: str) -> tuple[tf.train.Example, list[list[f
         parsed = tf.io.parse_single_example(serialized, FEATURES)
         tf.io.decode_image(parsed["image/encoded"], channels=3)
     except (tf.errors.InvalidArgumentError, ValueError) as exc:
-        raise DataValidationError(f"{where}: cannot decode ({str(exc).splitlines()[0][:160]})") from exc
+        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", str(exc).splitlines()[0])[:160]
+        raise DataValidationError(
+            f"{where}: cannot decode ({reason}): replace the image or remove it from the split"
+        ) from exc
     coords = [tf.sparse.to_dense(parsed[f"image/object/bbox/{k}"]).numpy().tolist() for k in BOX_KEYS]
     labels = tf.sparse.to_dense(parsed["image/object/class/label"]).numpy().tolist()
     if len({len(c) for c in coords} | {len(labels)}) != 1:
@@ -85,11 +112,14 @@ def _parse(serialized: bytes, where: str) -> tuple[tf.train.Example, list[list[f
 
 def _scan(pattern: str, class_ids: set[int], policy: str, split: str, writer=None) -> SplitReport:
     records = boxes = dropped = clipped = 0
+    source = pattern
     for path in _files(pattern):
         name = Path(path).name
+        converted_from, items = _read_sources(path)
+        source = converted_from or source
         try:
             for index, serialized in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
-                where = f"{name} #{index}"
+                where = items[index] if index < len(items) else f"{name} #{index}"
                 example, image_boxes, labels = _parse(serialized, where)
                 kept_boxes, kept_labels = [], []
                 for box, label in zip(image_boxes, labels, strict=True):
@@ -120,7 +150,12 @@ def _scan(pattern: str, class_ids: set[int], policy: str, split: str, writer=Non
             ) from exc
     if records == 0:
         raise DataValidationError(
-            f"{split} split {pattern}: no records (an empty split cannot train or evaluate)"
+            f"{split} split {source}: no records (an empty split cannot train or evaluate)"
+        )
+    if split == "val" and boxes == 0:
+        lost = f" (data.bad_boxes={policy} dropped all {dropped})" if dropped else ""
+        raise DataValidationError(
+            f"val split {source} has no boxes{lost}: mAP cannot be computed; add annotated images to it"
         )
     return SplitReport(pattern, records, boxes, dropped, clipped)
 

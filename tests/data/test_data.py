@@ -16,7 +16,7 @@ from PIL import Image
 from orchestrator.data.resolve import resolve_data
 from orchestrator.data.shapes import CLASS_NAMES, ShapesParams, render_image
 from orchestrator.data.tfrecords import Box, encode_example, write_label_map, write_records
-from orchestrator.data.validate import DataValidationError
+from orchestrator.data.validate import DataValidationError, validate_split
 from stages.spec import DataConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,12 +91,41 @@ def test_skip_and_clip_write_a_cleaned_copy_with_counts(tmp_path):
     assert clipped_box.features.feature["image/object/bbox/xmax"].float_list.value[0] == 1.0
 
 
-def test_tfrecord_globs_are_accepted(tmp_path):
+def test_tfrecord_globs_validate_every_shard(tmp_path):
     for i in range(2):
-        write_records(tmp_path / f"train-{i}.record", iter(good_examples(2, seed=i)))
+        write_records(tmp_path / f"train-{i}.record", iter(good_examples(2 + i, seed=i)))
     cfg = dataset(tmp_path, good_examples(1))
     cfg.train = str(tmp_path / "train-*.record")
     assert resolve_data(cfg, seed=0).train.endswith("train-*.record")
+    report = validate_split(cfg.train, {1, 2, 3}, "error", "train", tmp_path / "cache", "k")
+    assert report.records == 5  # 2 + 3: both shards were read
+    write_records(
+        tmp_path / "train-1.record", iter([*good_examples(1), bad_example(Box(1, 0.8, 0.1, 0.2, 0.5))])
+    )
+    with pytest.raises(DataValidationError, match=r"train-1.record #1: box ymin=0.8 >= ymax=0.2"):
+        validate_split(cfg.train, {1, 2, 3}, "error", "train", tmp_path / "cache", "k")
+
+
+def test_val_split_without_boxes_is_refused(tmp_path):
+    empty = good_examples(2)
+    for example in empty:
+        for key in ("ymin", "xmin", "ymax", "xmax"):
+            del example.features.feature[f"image/object/bbox/{key}"].float_list.value[:]
+        del example.features.feature["image/object/class/label"].int64_list.value[:]
+        del example.features.feature["image/object/class/text"].bytes_list.value[:]
+    cfg = dataset(tmp_path, good_examples(1), val=empty)
+    with pytest.raises(DataValidationError) as info:
+        resolve_data(cfg, seed=0)
+    assert str(info.value) == (
+        f"val split {cfg.val} has no boxes: mAP cannot be computed; add annotated images to it"
+    )
+    cfg = dataset(
+        tmp_path / "skip", good_examples(1), val=[bad_example(Box(1, 0.8, 0.1, 0.2, 0.5))], policy="skip"
+    )
+    with pytest.raises(
+        DataValidationError, match=r"val.record has no boxes \(data.bad_boxes=skip dropped all 1\)"
+    ):
+        resolve_data(cfg, seed=0)
 
 
 def test_bad_data_stops_the_cli_before_any_stage(tmp_path):
