@@ -10,11 +10,11 @@ from pathlib import Path
 
 from orchestrator.data import validate
 from orchestrator.data.shapes import DatasetFiles, ShapesParams, ensure_shapes
+from orchestrator.data.validate import DataValidationError
 from orchestrator.layout import fingerprint
 from stages.spec import DataConfig
 
 log = logging.getLogger(__name__)
-DataError = validate.DataValidationError
 
 
 def _label_map_ids(path: str) -> set[int]:
@@ -23,7 +23,7 @@ def _label_map_ids(path: str) -> set[int]:
     try:
         return {item.id for item in label_map_util.load_labelmap(path).item}
     except Exception as exc:  # the OD API raises several types for a bad file
-        raise DataError(f"data.label_map={path!r}: cannot read label map ({exc})") from exc
+        raise DataValidationError(f"data.label_map={path!r}: cannot read label map ({exc})") from exc
 
 
 def _tfrecord_files(cfg: DataConfig) -> DatasetFiles:
@@ -32,7 +32,7 @@ def _tfrecord_files(cfg: DataConfig) -> DatasetFiles:
         value = getattr(cfg, key)
         matches = sorted(glob.glob(str(Path(value).expanduser()))) if value else []
         if not matches:
-            raise DataError(
+            raise DataValidationError(
                 f"data.{key}={value!r} matches no file: pass an existing path or glob, e.g. "
                 f"data.{key}=/data/{'label_map.pbtxt' if key == 'label_map' else key + '-*.record'}"
             )
@@ -57,8 +57,10 @@ def _source(cfg: DataConfig, seed: int, cache: Path) -> DatasetFiles:
     if cfg.kind == "voc":
         from orchestrator.data.convert import convert_voc
 
-        return convert_voc(cfg.root or "", cfg.train or "train", cfg.val or "val", cache)
-    raise DataError(f"data.kind={cfg.kind!r} is not supported: use data=shapes, tfrecord, coco or voc")
+        return convert_voc(cfg.root or "", cfg.train or "train", cfg.val or "val", cache, strict)
+    raise DataValidationError(
+        f"data.kind={cfg.kind!r} is not supported: use data=shapes, tfrecord, coco or voc"
+    )
 
 
 def resolve_data(cfg: DataConfig, seed: int) -> DatasetFiles:

@@ -206,20 +206,18 @@ def write_voc(tmp: Path) -> list[str]:
 
 
 def test_coco_annotation_with_degenerate_box_is_named(tmp_path):
-    args = write_coco(tmp_path)
+    write_coco(tmp_path)
     data = json.loads((tmp_path / "train.json").read_text())
     data["annotations"][2]["bbox"][2] = 0
     (tmp_path / "train.json").write_text(json.dumps(data))
     cfg = DataConfig(kind="coco", train=str(tmp_path / "train.json"), train_images=str(tmp_path / "train"),
                      val=str(tmp_path / "val.json"), val_images=str(tmp_path / "val"), cache_dir=str(tmp_path / "cache"))  # fmt: skip
     with pytest.raises(
-        DataValidationError, match="train.json annotation id 3: bbox .* has width or height <= 0"
+        DataValidationError, match="train.json annotation id 3 .*: bbox .* has width or height <= 0"
     ):
         resolve_data(cfg, seed=0)
-    assert not list((tmp_path / "cache").glob("coco-*[!k]")) or all(
-        ".tmp-" not in p.name for p in (tmp_path / "cache").iterdir()
-    )
-    assert args[0] == "data=coco"
+    # checked at the source: no converted dataset, finished or temporary, was started
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("coco-")] == []
 
 
 @pytest.mark.slow
