@@ -1,7 +1,9 @@
 """``stage=predict``: run an exported detector on images; annotated PNGs + detections.json.
 
 ``detections.json`` is in COCO results format (``image_id`` = file name, ``bbox`` = [x, y, w, h]
-in pixels). Drawing uses the OD API's own ``visualization_utils``.
+in pixels). Drawing uses the OD API's own ``visualization_utils``. Every image is opened and
+fully decoded (:func:`check_images`) before the model loads or anything is written, so a bad
+file stops the stage with nothing half-written.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from orchestrator.odapi import label_map_util
 from orchestrator.data.validate import DataValidationError
+from orchestrator.odapi import label_map_util
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -31,9 +33,28 @@ def image_paths(spec: str) -> list[Path]:
     return files
 
 
+def check_images(paths: list[Path]) -> None:
+    """Open and fully decode every image; raise naming each one that fails (nothing written yet)."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.convert("RGB")  # a full decode: truncated files fail here, not mid-stage
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            reason = "not an image PIL can identify" if isinstance(exc, UnidentifiedImageError) else exc
+            bad.append(f"{path} ({reason})")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise DataValidationError(
+            f"predict.images: {len(bad)} of {len(paths)} files are not readable images: {shown}. "
+            f"Nothing was written: fix or remove them and rerun"
+        )
+
+
 def predict(
     saved_model: Path, label_map: str, images: list[Path], out_dir: Path, threshold: float
 ) -> list[dict]:
+    check_images(images)
     from object_detection.utils import visualization_utils as viz
 
     detect = tf.saved_model.load(str(saved_model))
