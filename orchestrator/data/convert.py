@@ -2,7 +2,7 @@
 
 The class list comes from the annotations (COCO categories by id; VOC object names sorted)
 and is written as ``label_map.pbtxt``. Outputs are cached by a content fingerprint
-(annotation bytes, image names and sizes) and built in a temp dir renamed into place, so a
+(annotation paths and bytes, image names and sizes) and built in a temp dir renamed into place, so a
 failed conversion leaves nothing that looks finished.
 
 Everything is checked at the source, before anything is written: the annotations parse and
@@ -52,6 +52,7 @@ class SourceImage:
     height: int
     boxes: list[Box]
     folder: str  # where the image was looked for, for the "not found" fix
+    drop: str  # how to leave it out instead, e.g. "remove the image from train.json"
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,7 @@ def check_image_file(image: SourceImage) -> None:
     and has the listed size. Reads the header only: ``validate`` decodes every record later."""
     if not image.path.is_file():
         raise DataValidationError(
-            f"{image.where}: image file {image.path} not found: put it in {image.folder} "
-            f"or remove the image from the annotations"
+            f"{image.where}: image file {image.path} not found: put it in {image.folder} or {image.drop}"
         )
     try:
         with Image.open(image.path) as opened:
@@ -92,12 +92,11 @@ def check_image_file(image: SourceImage) -> None:
     except UnidentifiedImageError:
         raise DataValidationError(
             f"{image.where}: {image.path} is not an image file (PIL cannot identify it): "
-            f"replace it or remove the image from the annotations"
+            f"replace it or {image.drop}"
         ) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataValidationError(
-            f"{image.where}: {image.path} is not a readable image ({exc}): "
-            f"replace it or remove the image from the annotations"
+            f"{image.where}: {image.path} is not a readable image ({exc}): replace it or {image.drop}"
         ) from exc
     if fmt not in TF_FORMATS:
         raise DataValidationError(
@@ -121,8 +120,8 @@ def _example(image: SourceImage, names: list[str]):
 
 def _content_key(files: list[Path], image_dirs: list[Path]) -> str:
     digest = hashlib.sha256(f"converter {CONVERTER_VERSION}".encode())
-    for path in files:
-        digest.update(path.read_bytes())
+    for path in files:  # the path too: the sources files name it in error messages
+        digest.update(f"{path.resolve()}\0".encode() + path.read_bytes())
     for directory in image_dirs:
         for image in sorted(directory.iterdir()) if directory.is_dir() else []:
             digest.update(f"{image.name}:{image.stat().st_size}".encode())
@@ -272,11 +271,11 @@ def _coco_split(
         box_where = f"{where} (image id {ann['image_id']}, {name}): bbox {bbox}"
         box = _normalised(box_where, [x, y, x + w, y + h], width, height, strict)
         boxes.setdefault(ann["image_id"], []).append(Box(id_map[ann["category_id"]], *box))
-    folder = f"{folder_key}={images_dir}"
+    folder, drop = f"{folder_key}={images_dir}", f"remove the image from {path.name}"
     return Split(
         str(path),
         [
-            SourceImage(where, images_dir / name, width, height, boxes.get(image_id, []), folder)
+            SourceImage(where, images_dir / name, width, height, boxes.get(image_id, []), folder, drop)
             for image_id, (where, name, width, height) in images.items()
         ],
     )
@@ -357,7 +356,7 @@ def _voc_file(xml: Path, listing: Path) -> _VocFile:
             value = float(text)
         except ValueError:
             value = text.strip()
-        sizes.append(_size(xml, f"<size><{key}>", value, "set it to the image's size"))
+        sizes.append(_size(str(xml), f"<size><{key}>", value, "set it to the image's size"))
     objects = []
     for n, obj in enumerate(root.findall("object"), start=1):
         name = (obj.findtext("name") or "").strip()
@@ -403,7 +402,13 @@ def _voc_split(listing: Path, files: list[_VocFile], names: list[str], strict: b
         folder = f"{f.xml.parent.parent / 'JPEGImages'} (named by <filename>)"
         images.append(
             SourceImage(
-                str(f.xml), f.xml.parent.parent / "JPEGImages" / f.filename, f.width, f.height, boxes, folder
+                where=str(f.xml),
+                path=f.xml.parent.parent / "JPEGImages" / f.filename,
+                width=f.width,
+                height=f.height,
+                boxes=boxes,
+                folder=folder,
+                drop=f"remove {f.xml.stem!r} from {listing}",
             )
         )
     return Split(str(listing), images)

@@ -97,7 +97,7 @@ def _parse(serialized: bytes, where: str) -> tuple[tf.train.Example, list[list[f
         parsed = tf.io.parse_single_example(serialized, FEATURES)
         tf.io.decode_image(parsed["image/encoded"], channels=3)
     except (tf.errors.InvalidArgumentError, ValueError) as exc:
-        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", str(exc).splitlines()[0])[:160]
+        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\].*", "", str(exc).splitlines()[0])[:160]
         raise DataValidationError(
             f"{where}: cannot decode ({reason}): replace the image or remove it from the split"
         ) from exc

@@ -113,7 +113,7 @@ def test_coco_invalid_json_names_line_and_column(tmp_path):
     "damage, expected",
     [
         (Path.unlink, "{json} image id 2 (img1_2.png): image file {image} not found: put it in "
-                      "data.train_images={images} or remove the image from the annotations"),
+                      "data.train_images={images} or remove the image from train.json"),
         (lambda p: p.write_text("not an image"),
          "{json} image id 2 (img1_2.png): {image} is not an image file (PIL cannot identify it)"),
     ],
@@ -157,6 +157,7 @@ def test_coco_undecodable_image_is_named_by_its_source_not_the_record(tmp_path):
         resolve_data(coco_cfg(tmp_path), seed=0)
     message = str(info.value)
     assert message.startswith(f"{tmp_path / 'train.json'} image id 2 (img1_2.png): cannot decode (")
+    assert re.search(r"cannot decode \(Invalid PNG data, size \d+\): replace the image or remove it", message)
     assert "train.record" not in message and "function_node" not in message
     record = next((tmp_path / "cache").glob("coco-*/train.record"))
     assert json.loads(sources_path(record).read_text())["source"] == str(tmp_path / "train.json")
@@ -191,7 +192,8 @@ def _edit_xml(old: str, new: str):
         (_edit_xml("<width>128</width>", "<width>100</width>"),
          "{xml}: annotations list 100x128 (width x height) but {jpegs}/img1_0.jpg is 128x128"),
         (_edit_xml("<filename>img1_0.jpg</filename>", "<filename>gone.jpg</filename>"),
-         "{xml}: image file {jpegs}/gone.jpg not found: put it in {jpegs} (named by <filename>)"),
+         "{xml}: image file {jpegs}/gone.jpg not found: put it in {jpegs} (named by <filename>) "
+         "or remove 'img1_0' from {lists}/train.txt"),
         (lambda p: p.unlink(),
          "{xml}: annotation file not found ({lists}/train.txt lists 'img1_0'): add it or remove the id"),
     ],
