@@ -3,7 +3,9 @@
 Call order inside :func:`train_stage` (like detectron2's ``HookBase`` docstring):
 
 1. build the model from the stage's ``pipeline.config`` and call it once (all variables exist);
-2. resolve module groups, then resume or initialise (:mod:`orchestrator.odapi.restore`);
+2. resolve module groups, then resume from the newest checkpoint that reads back in full
+   (:func:`resume_point`: unreadable ones are logged, deleted and the next older one tried)
+   or initialise from the stage's sources (:mod:`orchestrator.odapi.restore`);
 3. freeze: ``trainable = False`` on the frozen groups; snapshot them for the audit;
 4. build the frozen proposer, if the spec names one;
 5. loop: the inner step (:mod:`orchestrator.engine.step`), summaries every ``log_every`` steps,
@@ -17,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +134,107 @@ def _check_finite(run: StageRun, step: int, losses: dict, manager) -> None:
         )
 
 
+_CHECKPOINT_NUMBER = re.compile(r"-(\d+)$")
+
+
+def _number(prefix: Path) -> int:
+    match = _CHECKPOINT_NUMBER.search(prefix.name)
+    return int(match.group(1)) if match else -1
+
+
+def _checkpoint_files(prefix: Path) -> list[Path]:
+    return sorted(prefix.parent.glob(prefix.name + ".index")) + sorted(
+        prefix.parent.glob(prefix.name + ".data-*")
+    )
+
+
+def _unreadable(prefix: Path) -> str | None:
+    """Why ``prefix`` does not read back in full (each tensor read, its CRC checked), or None.
+
+    Read before restoring: a restore that fails half-way would leave the model (and the global
+    step) partly overwritten by the bad checkpoint.
+    """
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+    except (tf.errors.OpError, ValueError, IndexError) as exc:
+        return f"{prefix.name}.index: {type(exc).__name__}: {_first_line(exc)}"
+    try:
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as exc:
+        data = ", ".join(p.name for p in _checkpoint_files(prefix) if ".data-" in p.name)
+        return f"{data or prefix.name + '.data-*'}: {type(exc).__name__}: {_first_line(exc)}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else "(no message)"
+
+
+def resume_point(directory: Path, stage: str = "") -> str | None:
+    """The newest checkpoint in ``directory`` that reads back in full, or None (a fresh start).
+
+    Candidates are the checkpoints the state file lists plus any ``ckpt-N`` files it does not
+    (a save killed before its state update), newest first. One that does not read back is
+    logged, deleted, and the next older one tried; the state file is then rewritten so
+    nothing picks a deleted checkpoint up again. Leftovers of an unfinished save
+    (``ckpt-N_temp/``, ``checkpoint.tmp*``) are removed.
+    """
+    if not directory.is_dir():
+        return None
+    for leftover in [*directory.glob("*_temp*"), *directory.glob("checkpoint.tmp*")]:
+        log.info("%s: removing %s, left by an unfinished checkpoint save", stage, leftover)
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    state = tf.train.get_checkpoint_state(str(directory))
+    listed = [directory / Path(p).name for p in (state.all_model_checkpoint_paths if state else ())]
+    on_disk = {p.with_name(p.name.split(".")[0]) for p in directory.glob("ckpt-*.*")}
+    candidates = sorted(set(listed) | on_disk, key=_number)
+    kept = list(candidates)
+    chosen = None
+    for prefix in reversed(candidates):
+        problem = _unreadable(prefix)
+        if problem is None:
+            chosen = prefix
+            break
+        log.warning(
+            "%s: skipping checkpoint %s: it does not read back (%s); deleted it",
+            stage,
+            prefix,
+            problem,
+        )
+        for path in _checkpoint_files(prefix):
+            path.unlink(missing_ok=True)
+        kept.remove(prefix)
+    # Older ones stay listed (unread until needed) if their index is there at all.
+    kept = [p for p in kept if chosen is not None and p.with_name(p.name + ".index").is_file()]
+    recorded = (Path(state.model_checkpoint_path).name, [Path(p).name for p in listed]) if state else None
+    if recorded != ((chosen.name, [p.name for p in kept]) if kept else None):
+        _write_state(directory, kept)
+    if chosen is None and candidates:
+        log.warning("%s: no checkpoint reads back; starting the stage afresh from its sources", stage)
+    if chosen is not None:
+        log.info("%s: resuming from %s", stage, chosen)
+    return str(chosen) if chosen is not None else None
+
+
+def _write_state(directory: Path, kept: list[Path]) -> None:
+    """The ``checkpoint`` state file listing ``kept`` (oldest first, relative paths), or none."""
+    state_file = directory / "checkpoint"
+    if not kept:
+        state_file.unlink(missing_ok=True)
+        return
+    tf.compat.v1.train.update_checkpoint_state(
+        str(directory),
+        kept[-1].name,
+        [p.name for p in kept],
+        all_model_checkpoint_timestamps=[(p.parent / (p.name + ".index")).stat().st_mtime for p in kept],
+    )
+
+
 def train_stage(run: StageRun) -> dict:
     """Train ``run`` to ``run.steps``; returns the stage metrics (also in ``metrics.json``)."""
     started = time.time()
@@ -144,13 +249,16 @@ def train_stage(run: StageRun) -> dict:
         global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         optimizer, lr_fn = builder.build_optimizer(configs, global_step)
         checkpoint = tf.train.Checkpoint(step=global_step, model=model, optimizer=optimizer)
+        resume = resume_point(run.checkpoint_dir, run.name)  # before the manager reads the state
         manager = tf.train.CheckpointManager(
             checkpoint, str(run.checkpoint_dir), max_to_keep=run.train.keep_checkpoints
         )
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).expect_partial()
-            report = {g: f"resume {manager.latest_checkpoint}" for g in groups.modules}
+        if resume:
+            checkpoint.restore(resume).expect_partial()
+            report = {g: f"resume {resume}" for g in groups.modules}
         else:
+            # A fresh start: the frozen groups' reference digest is taken anew below.
+            (run.directory / "audit_init.json").unlink(missing_ok=True)
             report = restore.initialize(model, groups, run.sources)
         groups.set_trainable(run.spec.trained_groups)
         _log_groups(run, groups, report, model.trainable_variables)
