@@ -1,7 +1,8 @@
 """``python -m orchestrator stage=...``: the Hydra entry point, nothing else.
 
-User errors (:class:`~stages.errors.UserError`) become one log line and exit code 2; anything
-else is a bug and keeps its traceback.
+User errors (:class:`~stages.errors.UserError`) become one log line and exit code 2; SIGINT and
+SIGTERM (:class:`~orchestrator.engine.interrupts.Interrupted`) one line and exit code 130 / 143;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from orchestrator.engine import interrupts
 from stages.errors import UserError
 from stages.spec import register_configs
 
@@ -24,18 +26,22 @@ log = logging.getLogger("orchestrator")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from orchestrator.app import run
-
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     store = Path(hydra_cfg.sweep.dir) / "stage_store" if multirun else None
-    try:
-        return run(cfg, Path(hydra_cfg.runtime.output_dir), stage_store=store)
-    except UserError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
-        if multirun:
-            raise  # Hydra marks this job failed and the sweep summary reports it
-        sys.exit(2)
+    label = f"stage={getattr(cfg.stage, 'value', cfg.stage)}"
+    with interrupts.trap(label):  # before TensorFlow's import: seconds long
+        try:
+            from orchestrator.app import run
+
+            return run(cfg, Path(hydra_cfg.runtime.output_dir), stage_store=store)
+        except UserError as exc:
+            log.error("%s: %s", type(exc).__name__, exc)
+            if multirun:
+                raise  # Hydra marks this job failed and the sweep summary reports it
+            sys.exit(2)
+        except interrupts.Interrupted as exc:
+            interrupts.exit_with(exc, log)  # a sweep stops too: the user asked to stop
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ Call order inside :func:`train_stage` (like detectron2's ``HookBase`` docstring)
 4. build the frozen proposer, if the spec names one;
 5. loop: the inner step (:mod:`orchestrator.engine.step`), summaries every ``log_every`` steps,
    a checkpoint every ``checkpoint_every`` steps and at the end; a non-finite loss stops the
-   stage and keeps the last good checkpoint;
+   stage and keeps the last good checkpoint; SIGINT/SIGTERM (:mod:`orchestrator.engine.interrupts`)
+   stop it after the current step with a checkpoint at that step;
 6. audit the frozen groups; write ``metrics.json``.
 """
 
@@ -21,6 +22,7 @@ import logging
 import math
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from orchestrator.engine import audit as audit_lib
+from orchestrator.engine import interrupts
 from orchestrator.engine.step import make_train_step
 from orchestrator.odapi import builder, proposals, restore
 from stages.errors import UserError
@@ -237,6 +240,11 @@ def _write_state(directory: Path, kept: list[Path]) -> None:
 
 def train_stage(run: StageRun) -> dict:
     """Train ``run`` to ``run.steps``; returns the stage metrics (also in ``metrics.json``)."""
+    with interrupts.during(f"{run.name} training", stage=run.name):
+        return _train_stage(run)
+
+
+def _train_stage(run: StageRun) -> dict:
     started = time.time()
     configs = builder.load_configs(run.pipeline_path)
     strategy = make_strategy(run.train.strategy)
@@ -320,12 +328,16 @@ class _TrainFn:
     """``n`` compiled steps per call, each pulling its own batch in-graph (as the stock loop does).
 
     One ``tf.while_loop`` whose body is the only trace of the step. It returns the last step's
-    losses (a vector; ``keys`` names its entries, learnt while tracing) and the offset of the
-    first step whose total loss was not finite (-1 if none), so the NaN guard names the step.
+    losses (a vector; ``keys`` names its entries, learnt while tracing), the offset of the
+    first step whose total loss was not finite (-1 if none), so the NaN guard names the step,
+    and how many steps it ran: its condition also reads ``stop``, so a requested stop ends
+    the call after the step in progress.
     """
 
     def __init__(self, strategy, step_fn) -> None:
         self.strategy, self.step_fn, self.keys = strategy, step_fn, []
+        with tf.init_scope():
+            self.stop = tf.Variable(False, trainable=False, name="stop_requested")
         self._fn = tf.function(self._run)
 
     def _one_step(self, iterator) -> dict:
@@ -343,14 +355,52 @@ class _TrainFn:
             first_bad = tf.where(tf.logical_and(first_bad < 0, tf.logical_not(finite)), i, first_bad)
             return i + 1, first_bad, tf.stack([tf.cast(losses[k], tf.float32) for k in self.keys])
 
+        def more(i, *_):
+            return tf.logical_and(i < n, tf.logical_not(self.stop))
+
         start = (tf.constant(0), tf.constant(-1), tf.zeros([0]))
         invariants = (tf.TensorShape([]), tf.TensorShape([]), tf.TensorShape([None]))
-        _, first_bad, values = tf.while_loop(lambda i, *_: i < n, body, start, shape_invariants=invariants)
-        return values, first_bad
+        ran, first_bad, values = tf.while_loop(more, body, start, shape_invariants=invariants)
+        return values, first_bad, ran
+
+    def _results(self, values, first_bad, ran) -> tuple[dict, int, int]:
+        ran = int(ran)
+        losses = dict(zip(self.keys, values.numpy().tolist(), strict=True)) if ran else {}
+        return losses, int(first_bad), ran
 
     def __call__(self, iterator, n: int) -> tuple[dict, int]:
-        values, first_bad = self._fn(iterator, tf.constant(n))
-        return dict(zip(self.keys, values.numpy().tolist(), strict=True)), int(first_bad)
+        """Run ``n`` steps in the calling thread: (last losses, first non-finite offset or -1)."""
+        losses, first_bad, _ = self._results(*self._fn(iterator, tf.constant(n)))
+        return losses, first_bad
+
+    def steps(self, iterator, n: int, abandon_on_stop: bool = False) -> tuple[dict, int, int] | None:
+        """Run up to ``n`` steps off the main thread: (last losses, first non-finite, steps run).
+
+        The main thread only waits, so the signal handler runs at once; when it requests a
+        stop, ``stop`` is set and the call returns after its current step. With
+        ``abandon_on_stop`` (nothing trained yet to save) it returns None at once instead,
+        leaving the call (maybe still tracing, tens of seconds) to end on its own.
+        """
+        result: dict = {}
+
+        def work() -> None:
+            try:
+                with self.strategy.scope():
+                    result["out"] = self._results(*self._fn(iterator, tf.constant(n)))
+            except BaseException as exc:  # re-raised in the main thread
+                result["error"] = exc
+
+        worker = threading.Thread(target=work, name="train-steps", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            if interrupts.requested() and not bool(self.stop.numpy()):
+                self.stop.assign(True)
+                if abandon_on_stop:
+                    return None
+            worker.join(0.05)
+        if "error" in result:
+            raise result["error"]
+        return result["out"]
 
 
 def _chunk(step: int, run: StageRun) -> int:
@@ -368,26 +418,37 @@ def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager) 
     bar = tqdm(
         total=run.steps, initial=start, desc=run.name, unit="step", mininterval=2.0, dynamic_ncols=True
     )
-    with writer.as_default():
-        while step < run.steps:
-            n = 1 if step == start else _chunk(step, run)  # the first call traces: keep it alone
-            tick = time.time()
-            losses, bad = train_fn(data, n)  # one host sync per call
-            step_times += [(time.time() - tick) / n] * n
-            first_step_at = first_step_at or tick
-            if bad >= 0:
-                losses["Loss/total_loss"] = math.nan
-            _check_finite(run, step + 1 + bad if bad >= 0 else step + n, losses, manager)
-            step += n
-            global_step.assign(step)
-            bar.update(n)
-            if step % run.train.log_every == 0 or step == run.steps:
-                bar.set_postfix(loss=f"{losses['Loss/total_loss']:.3f}", refresh=False)
-                _summaries(losses, float(lr_fn()), step_times, run.step_offset + step)
-            if step % run.train.checkpoint_every == 0 or step == run.steps:
-                manager.save(checkpoint_number=step)
-    bar.close()
-    writer.flush()
+    try:
+        with writer.as_default(), interrupts.training():
+            while step < run.steps and not interrupts.requested():
+                n = 1 if step == start else _chunk(step, run)  # the first call traces: keep it alone
+                tick = time.time()
+                out = train_fn.steps(data, n, abandon_on_stop=step == start)  # one host sync per call
+                if out is None:
+                    break  # interrupted before this process trained a step: nothing to save
+                ran_losses, bad, ran = out
+                if ran:
+                    losses = ran_losses
+                    step_times += [(time.time() - tick) / ran] * ran
+                    first_step_at = first_step_at or tick
+                if bad >= 0:
+                    losses["Loss/total_loss"] = math.nan
+                _check_finite(run, step + 1 + bad if bad >= 0 else step + ran, losses, manager)
+                step += ran
+                global_step.assign(step)
+                bar.update(ran)
+                if ran < n:
+                    continue  # stopped early: the interrupt below saves this step
+                if step % run.train.log_every == 0 or step == run.steps:
+                    bar.set_postfix(loss=f"{losses['Loss/total_loss']:.3f}", refresh=False)
+                    _summaries(losses, float(lr_fn()), step_times, run.step_offset + step)
+                if step % run.train.checkpoint_every == 0 or step == run.steps:
+                    manager.save(checkpoint_number=step)
+            if interrupts.requested():
+                _save_and_raise(run, step, start, losses, manager)
+    finally:
+        bar.close()
+        writer.flush()
     if not manager.latest_checkpoint:
         manager.save(checkpoint_number=int(global_step.numpy()))
     steady = step_times[1:] or step_times
@@ -398,6 +459,16 @@ def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager) 
         "step_time_ms_median": round(1000 * float(np.median(steady)), 2) if steady else None,
         "final_losses": losses,
     }
+
+
+def _save_and_raise(run: StageRun, step: int, start: int, losses: dict, manager) -> None:
+    """An interrupt: keep the steps trained (a checkpoint at ``step``), then stop the stage."""
+    saved = manager.latest_checkpoint and Path(manager.latest_checkpoint).name == f"ckpt-{step}"
+    if step > start and not saved and math.isfinite(losses.get("Loss/total_loss", math.nan)):
+        manager.save(checkpoint_number=step)
+    raise interrupts.Interrupted(
+        f"interrupted at step {step} of {run.name}; {interrupts.RERUN}", interrupts.requested()
+    )
 
 
 def _summaries(losses: dict, lr: float, step_times: list[float], step: int) -> None:
