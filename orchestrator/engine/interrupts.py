@@ -204,8 +204,17 @@ def trap(label: str = "the run") -> Iterator[None]:
         os.close(write_fd)
 
 
+def _close_progress_bars() -> None:
+    with contextlib.suppress(Exception):
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
+
+
 def exit_with(exc: Interrupted, logger: logging.Logger) -> NoReturn:
     """The entry point's end for an interrupt: the one line, then exit at once with its code."""
     _state.reported = True
+    _close_progress_bars()  # the line starts a line of its own, not the end of a bar's
     logger.error("%s", exc)
     _flush_and_exit(exc.code)
