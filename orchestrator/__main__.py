@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from orchestrator.engine import interrupts
 from stages.errors import UserError
-from stages.spec import register_configs
+from stages.spec import register_configs, to_object, validate_config
 
 register_configs()
 log = logging.getLogger("orchestrator")
@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> float:
     label = f"stage={getattr(cfg.stage, 'value', cfg.stage)}"
     with interrupts.trap(label):  # before TensorFlow's import: seconds long
         try:
+            validate_config(to_object(cfg))  # config mistakes in ~2 s, before TensorFlow loads
             from orchestrator.app import run
 
             return run(cfg, Path(hydra_cfg.runtime.output_dir), stage_store=store)

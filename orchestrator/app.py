@@ -115,7 +115,7 @@ def do_export(ctx: RunContext) -> dict[str, Path]:
 
 
 def do_predict(ctx: RunContext) -> list[dict]:
-    from orchestrator.outputs.predict import image_paths, predict
+    from orchestrator.outputs.predict import check_images, image_paths, predict
 
     cfg = ctx.cfg.predict
     if cfg.model not in ("alternating", "end_to_end"):
@@ -123,6 +123,7 @@ def do_predict(ctx: RunContext) -> list[dict]:
     if not cfg.images:
         raise SpecError("stage=predict needs predict.images=DIR_OR_GLOB")
     images = image_paths(cfg.images)
+    check_images(images)  # a bad image stops here, before any export or output
     saved_model = do_export(ctx)[cfg.model]
     out = ctx.run_dir / "predict" / cfg.model
     return predict(saved_model, ctx.data.label_map, images, out, cfg.score_threshold)

@@ -6,6 +6,7 @@ A run directory holds, per stage (``alternating/<stage>/`` or ``end_to_end/``)::
     proposer.config     the frozen proposer's config (stages trained on another's proposals)
     stage.json          fingerprint the stage was started with (resume only if it matches)
     audit_init.json     digest of the frozen groups at initialisation (the audit's reference)
+    progress.json       anytime-evaluation curve and training CPU seconds per checkpoint (resume)
     checkpoints/        ckpt-N written by tf.train.CheckpointManager (relative paths)
     train/ eval/        TensorBoard event files
     metrics.json        what the stage measured
@@ -42,6 +43,8 @@ PIPELINE = "pipeline.config"
 PROPOSER = "proposer.config"
 STARTED = "stage.json"
 AUDIT_INIT = "audit_init.json"
+PROGRESS = "progress.json"
+EVAL_WEIGHTS = "eval_weights"
 PARTIAL = ".partial"
 RUN_LOCK = ".frcnn-alt.lock"
 
@@ -121,6 +124,22 @@ class StageFiles:
     @property
     def audit_init(self) -> Path:
         return self.directory / AUDIT_INIT
+
+    @property
+    def progress(self) -> Path:
+        return self.directory / PROGRESS
+
+    @property
+    def eval_weights(self) -> Path:
+        return self.directory / EVAL_WEIGHTS / "weights"
+
+    @property
+    def train_events(self) -> Path:
+        return self.directory / "train"
+
+    @property
+    def eval_events(self) -> Path:
+        return self.directory / "eval"
 
     @property
     def partial(self) -> StageFiles:

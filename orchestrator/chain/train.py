@@ -7,7 +7,7 @@ import time
 
 import tensorflow as tf
 
-from orchestrator.engine import evaluate
+from orchestrator.engine import evaluate, interrupts
 from orchestrator.engine.memory import peak_rss_mb, reset_peak_rss
 from orchestrator.engine.runner import Proposer, StageRun, train_stage
 from orchestrator.layout import StageFiles
@@ -31,6 +31,12 @@ def train_and_evaluate(ctx: RunContext, stage: ResolvedStage, work: StageFiles) 
     # per stage initialise fresh heads and shuffle the data alike.
     tf.keras.utils.set_random_seed(stage.plan.seed)
     reset_peak_rss()
+    evaluator = _LazyEvaluator(
+        pipeline_path,
+        detector=not stage.plan.spec.skips_second_stage,
+        max_images=ctx.cfg.eval.max_images,
+        proposer=(proposer.pipeline_path, proposer.checkpoint) if proposer else None,
+    )
     run = StageRun(
         name=stage.name,
         spec=stage.plan.spec,
@@ -41,29 +47,49 @@ def train_and_evaluate(ctx: RunContext, stage: ResolvedStage, work: StageFiles) 
         proposer=proposer,
         step_offset=stage.plan.step_offset,
         train=ctx.cfg.train,
+        evaluate=evaluator,
+        eval_every=ctx.cfg.eval.every,
     )
     metrics = train_stage(run)
     checkpoint = metrics["checkpoint"]
-    metrics.update(_evaluate(ctx, stage, pipeline_path, checkpoint, proposer, work))
+    metrics.update(_final_evaluation(stage, evaluator, checkpoint, work, metrics))
     metrics["peak_rss_mb"] = peak_rss_mb()  # this stage's training and evaluation
     return metrics, checkpoint
 
 
-def _evaluate(ctx: RunContext, stage: ResolvedStage, pipeline_path, checkpoint: str, proposer, work) -> dict:
+class _LazyEvaluator:
+    """The stage's Evaluator, built at its first use: after training has built and traced.
+
+    Building it first would draw from TensorFlow's random state before the stage's fresh
+    layers are initialised, so the same seed would train differently with evaluation on.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args, self.kwargs, self.evaluator = args, kwargs, None
+
+    def __call__(self, checkpoint: str) -> dict:
+        if self.evaluator is None:
+            self.evaluator = evaluate.Evaluator(*self.args, **self.kwargs)
+        return self.evaluator(checkpoint)
+
+
+def _final_evaluation(
+    stage: ResolvedStage, evaluator, checkpoint: str, work: StageFiles, metrics: dict
+) -> dict:
+    """The final checkpoint's metrics: the stage's reported figures and the curve's last point."""
     plan = stage.plan
-    started = time.time()
-    tf.keras.backend.clear_session()
-    metrics = evaluate.evaluate(
-        pipeline_path,
-        checkpoint,
-        detector=not plan.spec.skips_second_stage,
-        max_images=ctx.cfg.eval.max_images,
-        proposer=(proposer.pipeline_path, proposer.checkpoint) if proposer else None,
-    )
-    evaluate.write_eval_summaries(work.directory, metrics, plan.step_offset + plan.steps)
-    log.info("%s eval: %s", stage.name, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
+    started, cpu = time.time(), time.process_time()
+    with interrupts.during(f"{stage.name} evaluation", stage=stage.name):
+        final = evaluator(checkpoint)
+    evaluate.write_eval_summaries(work.directory, final, plan.step_offset + plan.steps)
+    log.info("%s eval: %s", stage.name, {k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
+    point = {"step": plan.steps, "train_cpu_seconds": metrics["train_cpu_seconds"]}
+    point |= {k: v for k, v in final.items() if isinstance(v, float)}
+    curve = [p for p in metrics["curve"] if p["step"] != plan.steps] + [point]
     return {
-        "eval": metrics,
-        **{k: v for k, v in metrics.items() if k != "eval_images"},
+        "eval": final,
+        **{k: v for k, v in final.items() if k != "eval_images"},
         "eval_seconds": round(time.time() - started, 2),
+        "eval_cpu_seconds": round(metrics["eval_cpu_seconds"] + time.process_time() - cpu, 2),
+        "curve": curve,
     }

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from orchestrator.engine import interrupts
 from orchestrator.odapi import builder, fields, label_map_util, proposals
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ def load_for_eval(pipeline_path: Path, checkpoint: str | None = None):
     return configs, model
 
 
+class EvaluationStopped(Exception):
+    """A stop was requested while the training loop evaluated: the loop saves and stops."""
+
+
 class Evaluator:
     """Evaluates checkpoints of one stage on its val split; builds model and input once.
 
@@ -122,6 +127,8 @@ class Evaluator:
         recall_inputs = []
         batches = tqdm(self.dataset, desc="eval", unit="img", mininterval=2.0, leave=False)
         for index, (features, labels) in enumerate(batches):
+            if interrupts.requested():  # periodic evaluation inside the training loop
+                raise EvaluationStopped()
             boxes, count, detections = self._infer(
                 features[fields.InputDataFields.image], features[fields.InputDataFields.true_image_shape]
             )

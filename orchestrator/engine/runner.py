@@ -17,7 +17,7 @@ Call order inside :func:`train_stage` (like detectron2's ``HookBase`` docstring)
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import re
@@ -33,7 +33,10 @@ from tqdm import tqdm
 
 from orchestrator.engine import audit as audit_lib
 from orchestrator.engine import interrupts
+from orchestrator.engine.anytime import AnytimeCurve, Evaluate
+from orchestrator.engine.evaluate import EvaluationStopped
 from orchestrator.engine.step import make_train_step
+from orchestrator.layout import StageFiles, write_json
 from orchestrator.odapi import builder, proposals, restore
 from stages.errors import UserError
 from stages.groups import resolve_groups
@@ -57,7 +60,7 @@ class Proposer:
 
 @dataclass(frozen=True)
 class StageRun:
-    """Everything :func:`train_stage` needs; built by :mod:`orchestrator.plan.resolve`."""
+    """Everything :func:`train_stage` needs; built by :mod:`orchestrator.chain.train`."""
 
     name: str
     spec: StageSpec
@@ -68,10 +71,16 @@ class StageRun:
     proposer: Proposer | None = None
     step_offset: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)  # strategy, cadence of logs/checkpoints
+    evaluate: Evaluate | None = None  # periodic evaluation of the live weights (anytime curve)
+    eval_every: int | None = None
+
+    @property
+    def files(self) -> StageFiles:
+        return StageFiles(self.directory)
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.directory / "checkpoints"
+        return self.files.checkpoints
 
 
 def make_strategy(kind: Strategy) -> tf.distribute.Strategy:
@@ -266,12 +275,12 @@ def _train_stage(run: StageRun) -> dict:
             report = {g: f"resume {resume}" for g in groups.modules}
         else:
             # A fresh start: the frozen groups' reference digest is taken anew below.
-            (run.directory / "audit_init.json").unlink(missing_ok=True)
+            run.files.audit_init.unlink(missing_ok=True)
             report = restore.initialize(model, groups, run.sources)
         groups.set_trainable(run.spec.trained_groups)
         _log_groups(run, groups, report, model.trainable_variables)
         snapshot = audit_lib.Snapshot.take(groups, run.spec.frozen_groups)
-        initial_digest = audit_lib.load_or_store_digest(run.directory / "audit_init.json", snapshot)
+        initial_digest = audit_lib.load_or_store_digest(run.files.audit_init, snapshot)
         proposer_model = proposer_audit = None
         if run.proposer is not None:
             proposer_model, proposer_groups = build_frozen_proposer(run.proposer, *first)
@@ -286,7 +295,10 @@ def _train_stage(run: StageRun) -> dict:
             num_replicas=strategy.num_replicas_in_sync,
         )
         train_fn = _TrainFn(strategy, step_fn)
-        timings = _loop(run, train_fn, data, global_step, lr_fn, manager)
+        curve = AnytimeCurve(
+            run.files, run.eval_every, run.evaluate, run.step_offset, int(global_step.numpy())
+        )
+        timings = _loop(run, train_fn, data, global_step, lr_fn, manager, _Anytime(curve, model))
     audit_result = audit_lib.audit(groups, snapshot, initial_digest)
     extra = {"proposer_audit": proposer_audit.check()} if proposer_audit is not None else {}
     metrics = {
@@ -302,8 +314,9 @@ def _train_stage(run: StageRun) -> dict:
         },
         "frozen_audit": audit_result,
         **extra,
+        **curve.summary(),
     }
-    write_json(run.directory / "metrics.json", metrics)
+    write_json(run.files.metrics, metrics)
     return metrics
 
 
@@ -404,12 +417,21 @@ class _TrainFn:
 
 
 def _chunk(step: int, run: StageRun) -> int:
-    """Steps in the next compiled call: up to the next log, checkpoint or final step."""
-    limit = min(run.steps, *((step // e + 1) * e for e in (run.train.log_every, run.train.checkpoint_every)))
+    """Steps in the next compiled call: up to the next log, checkpoint, evaluation or final step."""
+    cadence = [run.train.log_every, run.train.checkpoint_every, *([run.eval_every] if run.eval_every else [])]
+    limit = min(run.steps, *((step // e + 1) * e for e in cadence))
     return max(1, min(run.train.steps_per_loop, limit - step))
 
 
-def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager) -> dict:
+@dataclass(frozen=True)
+class _Anytime:
+    """The stage's curve and the live model it evaluates."""
+
+    curve: AnytimeCurve
+    model: object
+
+
+def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager, anytime: _Anytime) -> dict:
     writer = tf.summary.create_file_writer(str(run.directory / "train"))
     start = step = int(global_step.numpy())
     step_times: list[float] = []
@@ -423,7 +445,10 @@ def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager) 
             while step < run.steps and not interrupts.requested():
                 n = 1 if step == start else _chunk(step, run)  # the first call traces: keep it alone
                 tick = time.time()
-                out = train_fn.steps(data, n, abandon_on_stop=step == start)  # one host sync per call
+                first = step == start
+                out = anytime.curve.train(
+                    lambda n=n, first=first: train_fn.steps(data, n, abandon_on_stop=first)
+                )
                 if out is None:
                     break  # interrupted before this process trained a step: nothing to save
                 ran_losses, bad, ran = out
@@ -444,13 +469,18 @@ def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager) 
                     _summaries(losses, float(lr_fn()), step_times, run.step_offset + step)
                 if step % run.train.checkpoint_every == 0 or step == run.steps:
                     manager.save(checkpoint_number=step)
+                    anytime.curve.checkpointed(step)
+                if anytime.curve.due(step, run.steps):
+                    with contextlib.suppress(EvaluationStopped):  # then the loop saves and stops
+                        anytime.curve.evaluate_now(step, anytime.model)
             if interrupts.requested():
-                _save_and_raise(run, step, start, losses, manager)
+                _save_and_raise(run, step, start, losses, manager, anytime.curve)
     finally:
         bar.close()
         writer.flush()
     if not manager.latest_checkpoint:
         manager.save(checkpoint_number=int(global_step.numpy()))
+        anytime.curve.checkpointed(int(global_step.numpy()))
     steady = step_times[1:] or step_times
     return {
         "resumed_from_step": start,
@@ -461,11 +491,12 @@ def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager) 
     }
 
 
-def _save_and_raise(run: StageRun, step: int, start: int, losses: dict, manager) -> None:
+def _save_and_raise(run: StageRun, step: int, start: int, losses: dict, manager, curve: AnytimeCurve) -> None:
     """An interrupt: keep the steps trained (a checkpoint at ``step``), then stop the stage."""
     saved = manager.latest_checkpoint and Path(manager.latest_checkpoint).name == f"ckpt-{step}"
     if step > start and not saved and math.isfinite(losses.get("Loss/total_loss", math.nan)):
         manager.save(checkpoint_number=step)
+        curve.checkpointed(step)
     raise interrupts.Interrupted(
         f"interrupted at step {step} of {run.name}; {interrupts.RERUN}", interrupts.requested()
     )
@@ -477,10 +508,3 @@ def _summaries(losses: dict, lr: float, step_times: list[float], step: int) -> N
     tf.summary.scalar("learning_rate", lr, step=step)
     recent = step_times[-25:]
     tf.summary.scalar("steps_per_sec", len(recent) / max(sum(recent), 1e-9), step=step)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write (temp + rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
