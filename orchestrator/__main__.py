@@ -17,8 +17,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from orchestrator.engine import interrupts
+from orchestrator.plan.stage_plan import preflight
 from stages.errors import UserError
-from stages.spec import register_configs, to_object, validate_config
+from stages.spec import register_configs, to_object
 
 register_configs()
 log = logging.getLogger("orchestrator")
@@ -32,7 +33,9 @@ def main(cfg: DictConfig) -> float:
     label = f"stage={getattr(cfg.stage, 'value', cfg.stage)}"
     with interrupts.trap(label):  # before TensorFlow's import: seconds long
         try:
-            validate_config(to_object(cfg))  # config mistakes in ~2 s, before TensorFlow loads
+            preflight(
+                to_object(cfg), Path(hydra_cfg.runtime.output_dir)
+            )  # mistakes in ~2 s, before TensorFlow loads
             from orchestrator.app import run
 
             return run(cfg, Path(hydra_cfg.runtime.output_dir), stage_store=store)

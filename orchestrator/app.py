@@ -19,7 +19,7 @@ from orchestrator.outputs import report
 from orchestrator.outputs.plan_table import plan_table
 from orchestrator.outputs.tensorboard import write_run_summaries
 from orchestrator.plan.context import RunContext
-from orchestrator.plan.stage_plan import stage_order, stage_plans, stages_to_run
+from orchestrator.plan.stage_plan import preflight, require_done, stage_order, stages_to_run
 from stages import pipeline as pipelines
 from stages.spec import Command, Config, SpecError, to_object, validate_config
 
@@ -49,8 +49,7 @@ def run(cfg, run_dir: Path, stage_store: Path | None = None) -> float:
 def _dispatch(config: Config, run_dir: Path, stage_store: Path | None) -> float:
     command = config.stage
     names = stages_to_run(config)
-    needed = finished_stages_needed(config)
-    chain.require_done(stage_plans(config, run_dir), needed, command.value, run_dir)  # before any work
+    preflight(config, run_dir)  # before any data or model work
     ctx = RunContext.create(config, run_dir, names, stage_store)
     log.info(
         "frcnn-alt: stage=%s model=%s data=%s -> %s",
@@ -80,14 +79,6 @@ def _dispatch(config: Config, run_dir: Path, stage_store: Path | None) -> float:
     return final_map(ctx)
 
 
-def finished_stages_needed(config: Config) -> list[str]:
-    """The stages compare / export / predict read: they must have finished."""
-    final = [config.schedule.stages[-1], "end_to_end"]
-    return {Command.compare: stage_order(config), Command.export: final, Command.predict: final}.get(
-        config.stage, []
-    )
-
-
 def do_plan(ctx: RunContext) -> None:
     """Write every stage's pipeline.config under ``<run>/plan/`` and print the plan table.
 
@@ -110,7 +101,7 @@ def do_export(ctx: RunContext) -> dict[str, Path]:
     from orchestrator.outputs.export import export_models
 
     last = ctx.cfg.schedule.stages[-1]
-    chain.require_done(ctx.plans, [last, "end_to_end"], "export", ctx.run_dir)
+    require_done(ctx.plans, [last, "end_to_end"], "export", ctx.run_dir)
     return export_models(ctx.run_dir, ctx.plans[last].files, ctx.plans["end_to_end"].files)
 
 
@@ -132,7 +123,7 @@ def do_predict(ctx: RunContext) -> list[dict]:
 def compare(ctx: RunContext) -> str:
     """The comparison report of a finished run (fails clearly if a stage is missing)."""
     order = stage_order(ctx.cfg)
-    stage_dirs = chain.require_done(ctx.plans, order, "compare", ctx.run_dir)
+    stage_dirs = require_done(ctx.plans, order, "compare", ctx.run_dir)
     text = report.write_report(list(ctx.cfg.schedule.stages), stage_dirs, ctx.run_dir)
     log.info("comparison written to %s", ctx.run_dir / "comparison")
     return text

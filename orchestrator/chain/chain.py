@@ -14,12 +14,10 @@ import logging
 import os
 import shutil
 import time
-from pathlib import Path
 
 from orchestrator.chain import store
 from orchestrator.layout import StageFiles, promote, read_json, recover_promotion, write_json
-from orchestrator.plan.context import ResolvedStage, RunContext, StageNotReady
-from orchestrator.plan.stage_plan import StagePlan
+from orchestrator.plan.context import ResolvedStage, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +78,3 @@ def train_and_promote(ctx: RunContext, stage: ResolvedStage) -> dict:
     promote(work, final)
     log.info("%s: done in %.0f s", stage.name, metrics["wall_seconds"])
     return metrics
-
-
-def require_done(plans: dict[str, StagePlan], names: list[str], what: str, run_dir: Path) -> dict[str, Path]:
-    """For stage=compare/export/predict: each stage's finished directory, or a clear error."""
-    out = {}
-    for name in names:
-        files = plans[name].files
-        recover_promotion(files)
-        if files.read_done() is None:
-            raise StageNotReady(
-                f"stage={what} needs {name} finished; it has no DONE in {run_dir}: run stage=all first."
-            )
-        out[name] = files.directory
-    return out

@@ -21,16 +21,18 @@ from orchestrator.layout import DoneRecord, checkpoint_id
 from orchestrator.odapi.restore import RestoreError, Source
 from orchestrator.plan import configs
 from orchestrator.plan.fingerprint import RunIdentity, code_version, stage_fingerprints
-from orchestrator.plan.stage_plan import StagePlan, outside_inputs, stage_plans
+from orchestrator.plan.stage_plan import (
+    StageNotReady,
+    StagePlan,
+    not_finished,
+    outside_inputs,
+    require_finished,
+    stage_plans,
+)
 from stages import pipeline as pipelines
-from stages.errors import UserError
 from stages.spec import Config
 
 log = logging.getLogger(__name__)
-
-
-class StageNotReady(UserError):
-    """An input stage has not finished, or finished under another configuration."""
 
 
 @dataclass(frozen=True)
@@ -67,20 +69,6 @@ class ResolvedStage:
             "data": data,
             "code": code,
         }
-
-
-def _not_finished(run_dir: Path, stage: str, needed: str) -> StageNotReady:
-    return StageNotReady(
-        f"stage {stage} needs {needed}, which has not finished in {run_dir}: run stage=all (or "
-        f"stage={needed}) with the same hydra.run.dir first."
-    )
-
-
-def require_finished(plans: dict[str, StagePlan], names: list[str], run_dir: Path) -> None:
-    """Cheap check (no data, no model): every input outside ``names`` has a DONE."""
-    for stage, needed in outside_inputs(plans, names):
-        if plans[needed].files.read_done() is None:
-            raise _not_finished(run_dir, stage, needed)
 
 
 @dataclass
@@ -123,7 +111,7 @@ class RunContext:
         """``needed``'s DONE record, if it was finished under the fingerprint this config expects."""
         record = self.plans[needed].files.read_done()
         if record is None:
-            raise _not_finished(self.run_dir, stage, needed)
+            raise not_finished(self.run_dir, stage, needed)
         if record.fingerprint != self.fingerprints[needed]:
             raise StageNotReady(
                 f"stage {stage} needs {needed} as this configuration defines it, but the {needed} "

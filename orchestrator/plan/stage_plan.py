@@ -8,8 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.layout import StageFiles, stage_dir
-from stages.spec import Command, Config, StageSpec
+from orchestrator.layout import StageFiles, recover_promotion, stage_dir
+from stages.errors import UserError
+from stages.spec import Command, Config, StageSpec, validate_config
+
+
+class StageNotReady(UserError):
+    """An input stage has not finished, or finished under another configuration."""
 
 
 @dataclass(frozen=True)
@@ -71,3 +76,50 @@ def stages_to_run(cfg: Config) -> list[str]:
 def outside_inputs(plans: dict[str, StagePlan], names: list[str]) -> list[tuple[str, str]]:
     """(stage, input) pairs where ``input`` must already be finished: it is not in ``names``."""
     return [(name, i) for name in names for i in plans[name].inputs if i not in names]
+
+
+def not_finished(run_dir: Path, stage: str, needed: str) -> StageNotReady:
+    return StageNotReady(
+        f"stage {stage} needs {needed}, which has not finished in {run_dir}: run stage=all (or "
+        f"stage={needed}) with the same hydra.run.dir first."
+    )
+
+
+def require_finished(plans: dict[str, StagePlan], names: list[str], run_dir: Path) -> None:
+    """Every input outside ``names`` has a DONE (its fingerprint is checked once data is known)."""
+    for stage, needed in outside_inputs(plans, names):
+        recover_promotion(plans[needed].files)
+        if plans[needed].files.read_done() is None:
+            raise not_finished(run_dir, stage, needed)
+
+
+def finished_stages_needed(cfg: Config) -> list[str]:
+    """The stages compare / export / predict read: they must have finished."""
+    final = [cfg.schedule.stages[-1], "end_to_end"]
+    return {Command.compare: stage_order(cfg), Command.export: final, Command.predict: final}.get(
+        cfg.stage, []
+    )
+
+
+def require_done(plans: dict[str, StagePlan], names: list[str], what: str, run_dir: Path) -> dict[str, Path]:
+    """For stage=compare/export/predict: each stage's finished directory, or a clear error."""
+    out = {}
+    for name in names:
+        files = plans[name].files
+        recover_promotion(files)
+        if files.read_done() is None:
+            raise StageNotReady(
+                f"stage={what} needs {name} finished; it has no DONE in {run_dir}: run stage=all first."
+            )
+        out[name] = files.directory
+    return out
+
+
+def preflight(cfg: Config, run_dir: Path) -> dict[str, StagePlan]:
+    """The checks that need neither TensorFlow nor data, so a mistake costs seconds, not minutes:
+    config ranges, and the finished stages the command builds on."""
+    validate_config(cfg)
+    plans = stage_plans(cfg, run_dir)
+    require_finished(plans, stages_to_run(cfg), run_dir)
+    require_done(plans, finished_stages_needed(cfg), cfg.stage.value, run_dir)
+    return plans

@@ -66,6 +66,7 @@ def test_parallel_joblib_sweep_shares_upstream_stages_and_summarises(tmp_path, c
         assert {"_hparams_/session_start_info", "alternating/mAP"} <= hparams_tags(job / "hparams")
 
 
+@pytest.mark.slow  # stage=plan builds the model to read its module groups
 def test_a_failed_job_is_reported_and_the_others_summarised(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
     result = multirun(sweep, cache_dir, *FAST, "stage=plan", "data=shapes,tfrecord")
