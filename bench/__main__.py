@@ -149,6 +149,48 @@ def scaling(tmp: Path, env: dict, quick: bool) -> list[dict]:
     return rows
 
 
+def neighbour(tmp: Path, env: dict, quick: bool) -> dict:
+    """s1_rpn alone and beside a busy-looping process, in alternation: wall against CPU seconds."""
+    from orchestrator.layout import StageFiles, stage_dir
+
+    steps = 60 if quick else 300
+    runs = []
+    for repeat in range(1 if quick else 2):
+        for label in ("alone", "beside a CPU-bound neighbour"):
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if label != "alone" else None
+            run = tmp / f"neighbour-{repeat}-{len(runs)}"
+            try:
+                cli(
+                    [
+                        "stage=s1_rpn",
+                        f"stages.s1_rpn.steps={steps}",
+                        "eval.every=null",
+                        f"hydra.run.dir={run}",
+                    ],
+                    env,
+                )
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+            metrics = StageFiles(stage_dir(run, "s1_rpn")).read_metrics()
+            row = {k: metrics[k] for k in ("train_cpu_seconds", "train_seconds", "wall_seconds")}
+            runs.append({"label": label, **row})
+            print(f"neighbour {label}: {row}", flush=True)
+    pairs = list(zip(runs[::2], runs[1::2], strict=True))
+    ratio = lambda key: sorted(b[key] / a[key] for a, b in pairs)[len(pairs) // 2]  # noqa: E731
+    return {
+        "stage": "s1_rpn",
+        "steps": steps,
+        "runs": runs,
+        "cpu_ratio": round(ratio("train_cpu_seconds"), 3),
+        "wall_ratio": round(ratio("train_seconds"), 3),
+        "tolerance": 0.15,
+        "cores": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
 def machine() -> dict:
     import object_detection
     import tensorflow as tf
@@ -173,6 +215,9 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite BENCHMARKS.md from bench/results.json"
     )
+    parser.add_argument(
+        "--only", choices=["neighbour"], help="run one case, keep the other figures of bench/results.json"
+    )
     args = parser.parse_args()
 
     raw = Path(args.out) / "bench" / "results.json"
@@ -192,6 +237,11 @@ def main() -> None:
     def save() -> None:  # after each case group: partial figures survive a failed case
         raw.write_text(json.dumps(results, indent=2))
 
+    if args.only == "neighbour":
+        kept = json.loads(raw.read_text())
+        kept["neighbour"] = neighbour(tmp, env, quick)
+        write(kept, Path(args.out))
+        return
     small_data = ["data.num_train=64", "data.num_val=8", "eval.max_images=8"]
     results["overhead"] = overhead(tmp, env, quick)
     save()
@@ -201,6 +251,7 @@ def main() -> None:
     if args.resnet50_stages:
         results["resnet50_stages"] = whole_run(tmp, env, "resnet50", 3 if quick else 6, small_data)
     results["scaling"] = scaling(tmp, env, quick)
+    results["neighbour"] = neighbour(tmp, env, quick)
     results["bench_minutes"] = round((time.time() - started) / 60, 1)
     write(results, Path(args.out))
     print(f"{results['bench_minutes']} min; runs kept in {tmp} (whole run: {tmp / 'run-tiny'})", flush=True)

@@ -134,6 +134,7 @@ def write(results: dict, out_dir: Path) -> None:
         *proposer_table(run),
         "",
         *_resnet50_section(results),
+        *neighbour_section(results),
         "## Whole run, tiny, built-in data: alternating against end-to-end at equal total steps",
         "",
         *whole_run(run),
@@ -168,3 +169,32 @@ def _resnet50_section(results: dict) -> list[str]:
         *proposer_table(run),
         "",
     ]
+
+
+def neighbour_section(results: dict) -> list[str]:
+    """One stage alone and beside a CPU-bound neighbour: wall time moves, CPU seconds should not."""
+    if "neighbour" not in results:
+        return ["Busy-machine check: `python -m bench --only neighbour` (about four minutes).", ""]
+    n = results["neighbour"]
+    lines = [
+        f"## A busy machine: {n['stage']}, {n['steps']} steps, alone and beside a CPU-bound neighbour",
+        "",
+        f"Measured {n['date']} on {n['cores']} cores, runs in alternation (alone, beside, alone, beside);",
+        "the neighbour is one busy-looping Python process. Training CPU seconds are process time",
+        "(user + system) of the training loop, what the comparison report's time verdicts use.",
+        "",
+        "| run | training CPU s | training wall s | stage wall s |",
+        "|---|---|---|---|",
+    ]
+    for row in n["runs"]:
+        lines.append(
+            f"| {row['label']} | {row['train_cpu_seconds']:.1f} | {row['train_seconds']:.1f} | {row['wall_seconds']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Beside the neighbour, training wall time is {n['wall_ratio']:.2f}x the time alone and training",
+        f"CPU seconds {n['cpu_ratio']:.2f}x (medians of the pairs); the report treats CPU seconds as",
+        f"equal within {n['tolerance']:.0%}.",
+        "",
+    ]
+    return lines
