@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from orchestrator.data.shapes import DatasetFiles
+from orchestrator.data.files import DatasetFiles
 from orchestrator.data.tfrecords import (
     Box,
     cached_build,

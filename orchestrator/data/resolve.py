@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.data import validate
-from orchestrator.data.shapes import DatasetFiles, ShapesParams, ensure_shapes
+from orchestrator.data.files import DatasetFiles
+from orchestrator.data.shapes import ShapesParams, ensure_shapes
 from orchestrator.data.validate import DataValidationError
 from orchestrator.layout import fingerprint
 from stages.spec import DataConfig

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from orchestrator.data.files import DatasetFiles
 from orchestrator.data.tfrecords import (
     Box,
     cached_build,
@@ -40,17 +41,6 @@ class ShapesParams:
     max_size: int = 40
     max_objects: int = 4
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class DatasetFiles:
-    """Where a dataset lives on disk: what the pipeline config needs."""
-
-    train: str
-    val: str
-    label_map: str
-    num_classes: int
-    fingerprint: str
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

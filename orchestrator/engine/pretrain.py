@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from orchestrator.data.shapes import DatasetFiles
+from orchestrator.data.files import DatasetFiles
 from orchestrator.data.tfrecords import cached_build
 from orchestrator.layout import fingerprint
 from orchestrator.odapi import fields, tf_example_decoder

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.data.shapes import DatasetFiles
+from orchestrator.data.files import DatasetFiles
 from orchestrator.odapi.restore import Source
 from orchestrator.plan.stage_plan import StagePlan
 from stages import freeze

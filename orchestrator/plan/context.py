@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.data.files import DatasetFiles
 from orchestrator.data.resolve import resolve_data
-from orchestrator.data.shapes import DatasetFiles
 from orchestrator.layout import DoneRecord, checkpoint_id
 from orchestrator.odapi.restore import RestoreError, Source
 from orchestrator.plan import configs
