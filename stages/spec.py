@@ -215,8 +215,8 @@ class BackboneConfig:
 class EvalConfig:
     max_images: Optional[int] = None  # None: the whole val split
     # Evaluate every N steps while a stage trains (anytime curves; the final step always is).
-    # None: only the final step. Default 500: end_to_end's 4000 steps get 8 points and each
-    # 1000-step stage 2, at about 4% of the default run's training time on the built-in data.
+    # None: only the final step. Default 500: in the default run (1000 steps a stage) end_to_end's
+    # 4000 steps get 8 points and each stage 2; its cost is in BENCHMARKS.md (anytime evaluation).
     every: Optional[int] = 500
 
 
