@@ -216,7 +216,7 @@ class EvalConfig:
     max_images: Optional[int] = None  # None: the whole val split
     # Evaluate every N steps while a stage trains (anytime curves; the final step always is).
     # None: only the final step. Default 500: in the default run (1000 steps a stage) end_to_end's
-    # 4000 steps get 8 points and each stage 2; its cost is in BENCHMARKS.md (anytime evaluation).
+    # 4000 steps get 8 points and each stage 2; measured cost: README, "What you get".
     every: Optional[int] = 500
 
 
