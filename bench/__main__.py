@@ -9,6 +9,9 @@ stage from the stage's own ``metrics.json``):
    step time, start-up, evaluation, peak RSS, mAP), then stage 2 with its frozen proposer and
    without one (``schedule=alternating_shared``), each in its own process;
 3. scaling: our step time and peak RSS against image size and batch size (tiny).
+4. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
+   against the training CPU seconds the comparison's time verdicts use (``--only neighbour``
+   runs just this and keeps the other figures).
 
 The whole run uses 500 steps a stage (the default config has 1000) so that the command stays
 under 20 minutes on 2 CPU cores. ``--resnet50-stages`` adds a few-step resnet50 run (about five
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,7 +182,7 @@ def neighbour(tmp: Path, env: dict, quick: bool) -> dict:
             runs.append({"label": label, **row})
             print(f"neighbour {label}: {row}", flush=True)
     pairs = list(zip(runs[::2], runs[1::2], strict=True))
-    ratio = lambda key: sorted(b[key] / a[key] for a, b in pairs)[len(pairs) // 2]  # noqa: E731
+    ratio = lambda key: statistics.median(b[key] / a[key] for a, b in pairs)  # noqa: E731
     return {
         "stage": "s1_rpn",
         "steps": steps,
