@@ -128,6 +128,7 @@ def test_val_split_without_boxes_is_refused(tmp_path):
         resolve_data(cfg, seed=0)
 
 
+@pytest.mark.slow  # a CLI process that imports TensorFlow to read the records (~8 s)
 def test_bad_data_stops_the_cli_before_any_stage(tmp_path):
     cfg = dataset(tmp_path, [bad_example(Box(1, 0.8, 0.1, 0.2, 0.5))])
     run_dir = tmp_path / "run"
