@@ -18,6 +18,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from orchestrator.engine import interrupts
+from orchestrator.layout import StageFiles
 from orchestrator.odapi import builder, fields, label_map_util, proposals
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def _add_to_coco(coco, image_id: int, gt: dict, detections: dict, features: dict
 
 def write_eval_summaries(directory: Path, metrics: dict, step: int) -> None:
     """Scalars under ``<stage>/eval`` for TensorBoard."""
-    writer = tf.summary.create_file_writer(str(directory / "eval"))
+    writer = tf.summary.create_file_writer(str(StageFiles(directory).eval_events))
     with writer.as_default():
         for key, value in metrics.items():
             if isinstance(value, float):

@@ -432,7 +432,7 @@ class _Anytime:
 
 
 def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager, anytime: _Anytime) -> dict:
-    writer = tf.summary.create_file_writer(str(run.directory / "train"))
+    writer = tf.summary.create_file_writer(str(run.files.train_events))
     start = step = int(global_step.numpy())
     step_times: list[float] = []
     first_step_at = None

@@ -59,7 +59,7 @@ def _stage_row(directory: Path) -> dict:
         "step_time_ms_median": metrics.get("step_time_ms_median"),
         "frozen_audit": "passed" if metrics["frozen_audit"]["passed"] else "FAILED",
         **{k: metrics.get(k) for k in METRIC_KEYS},
-        "loss_curve": _scalars(directory / "train", "Loss/total_loss"),
+        "loss_curve": _scalars(StageFiles(directory).train_events, "Loss/total_loss"),
         "curve": metrics.get("curve", []),
     }
 
