@@ -147,17 +147,6 @@ class Evaluator:
         return metrics
 
 
-def evaluate(
-    pipeline_path: Path,
-    checkpoint: str,
-    detector: bool,
-    max_images: int | None = None,
-    proposer: tuple[Path, str] | None = None,
-) -> dict:
-    """Metrics of one checkpoint on the val split of its pipeline.config (one-off evaluation)."""
-    return Evaluator(pipeline_path, detector, max_images, proposer)(checkpoint)
-
-
 def _groundtruth(labels: dict) -> dict:
     n = int(labels[fields.InputDataFields.num_groundtruth_boxes][0])
     boxes = labels[fields.InputDataFields.groundtruth_boxes][0, :n].numpy()
