@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import text_format
-from object_detection.protos import pipeline_pb2
+from object_detection.protos import pipeline_pb2, train_pb2
 
 from stages.spec import LRSchedule, ProposerSpec, StageSpec
 
@@ -136,9 +136,13 @@ def stage_pipeline(
     train.update_trainable_variables.extend(stage.train_patterns)
     train.ClearField("fine_tune_checkpoint")
     train.ClearField("fine_tune_checkpoint_type")
+    train.ClearField("fine_tune_checkpoint_version")
     if stage.fine_tune_checkpoint:
         train.fine_tune_checkpoint = stage.fine_tune_checkpoint
         train.fine_tune_checkpoint_type = stage.fine_tune_checkpoint_type or "detection"
+        # Every checkpoint we write is an object-based (TF2) one; the field defaults to V1,
+        # which the stock model_lib_v2.train_loop refuses outright.
+        train.fine_tune_checkpoint_version = train_pb2.CheckpointVersion.V2
     return config
 
 

@@ -25,7 +25,7 @@ from orchestrator.odapi.tiny_extractor import build_backbone
 
 log = logging.getLogger(__name__)
 CROP = 32
-VERSION = 1
+VERSION = 2  # 2: written with save_counter (the stock fine-tune restore asserts it)
 
 
 def _crops(record: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +85,11 @@ def pretrain_backbone(data: DatasetFiles, steps: int, seed: int, out_prefix: Pat
         if i % 50 == 0:
             bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{np.mean(accuracy[-50:]):.2f}", refresh=False)
     log.info("backbone pre-training: %d crops, final accuracy %.2f", len(images), np.mean(accuracy[-50:]))
-    return tf.train.Checkpoint(feature_extractor=backbone).write(str(out_prefix))
+    checkpoint = tf.train.Checkpoint(feature_extractor=backbone)
+    # The stock fine-tune restore (model_lib_v2.load_fine_tune_checkpoint) asserts that every
+    # object of its Checkpoint matched, save_counter included: create it before writing.
+    checkpoint.save_counter  # noqa: B018
+    return checkpoint.write(str(out_prefix))
 
 
 def backbone_path(cache_dir: str, data: DatasetFiles, steps: int, seed: int) -> Path:
