@@ -9,7 +9,9 @@ stage from the stage's own ``metrics.json``):
    step time, start-up, evaluation, peak RSS, mAP), then stage 2 with its frozen proposer and
    without one (``schedule=alternating_shared``), each in its own process;
 3. scaling: our step time and peak RSS against image size and batch size (tiny).
-4. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
+4. cadence: our CLI at its defaults against the stock loop at ``model_main_tf2.py``'s, whole
+   processes in alternation (:mod:`bench.cadence`; ``--only cadence`` runs just this);
+5. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
    against the training CPU seconds the comparison's time verdicts use (``--only neighbour``
    runs just this and keeps the other figures).
 
@@ -32,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import cadence
 from bench.report import STAGES, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +223,9 @@ def main() -> None:
         "--report-only", action="store_true", help="rewrite BENCHMARKS.md from bench/results.json"
     )
     parser.add_argument(
-        "--only", choices=["neighbour"], help="run one case, keep the other figures of bench/results.json"
+        "--only",
+        choices=["neighbour", "cadence"],
+        help="run one case, keep the other figures of bench/results.json",
     )
     args = parser.parse_args()
 
@@ -241,9 +246,12 @@ def main() -> None:
     def save() -> None:  # after each case group: partial figures survive a failed case
         raw.write_text(json.dumps(results, indent=2))
 
-    if args.only == "neighbour":
+    if args.only:
         kept = json.loads(raw.read_text())
-        kept["neighbour"] = neighbour(tmp, env, quick)
+        kept[args.only] = (
+            neighbour(tmp, env, quick) if args.only == "neighbour" else cadence.run_all(tmp, env, quick)
+        )
+        raw.write_text(json.dumps(kept, indent=2))
         write(kept, Path(args.out))
         return
     small_data = ["data.num_train=64", "data.num_val=8", "eval.max_images=8"]
@@ -256,6 +264,8 @@ def main() -> None:
         results["resnet50_stages"] = whole_run(tmp, env, "resnet50", 3 if quick else 6, small_data)
     results["scaling"] = scaling(tmp, env, quick)
     results["neighbour"] = neighbour(tmp, env, quick)
+    save()
+    results["cadence"] = cadence.run_all(tmp, env, quick)
     results["bench_minutes"] = round((time.time() - started) / 60, 1)
     write(results, Path(args.out))
     print(f"{results['bench_minutes']} min; runs kept in {tmp} (whole run: {tmp / 'run-tiny'})", flush=True)

@@ -37,6 +37,28 @@ def stock_train_loop(pipeline: str, steps: int, per_iteration: int) -> dict:
     return {"step_ms": 1000 / figures["steps_per_sec_p50"], "wall_s": time.time() - started}
 
 
+def stock_defaults(pipeline: str, steps: int, per_iteration: int | None = None) -> dict:
+    """``model_lib_v2.train_loop`` as ``model_main_tf2.py`` calls it with its default flags.
+
+    Checkpoints every 1000 steps, summaries on, 100 steps per compiled call; ``per_iteration``
+    only for a run shorter than that (the stock loop always runs whole iterations).
+    """
+    from object_detection import model_lib_v2
+
+    from orchestrator import odapi  # noqa: F401  (compat patch + tiny extractor)
+
+    extra = {"num_steps_per_iteration": per_iteration} if per_iteration else {}
+    model_lib_v2.train_loop(
+        pipeline_config_path=pipeline,
+        model_dir=tempfile.mkdtemp(prefix="stock_"),
+        train_steps=steps,
+        checkpoint_every_n=1000,
+        record_summaries=True,
+        **extra,
+    )
+    return {}
+
+
 def ours(pipeline: str, steps: int) -> dict:
     """Our end_to_end runner on the same pipeline.config (no eval, no audit difference)."""
     from orchestrator.engine import runner
@@ -92,7 +114,7 @@ def scaling(pipeline: str, batches: list[int], steps: int) -> dict:
     return {"batches": rows}
 
 
-CASES = {"stock": stock_train_loop, "ours": ours, "scaling": scaling}
+CASES = {"stock": stock_train_loop, "stock_defaults": stock_defaults, "ours": ours, "scaling": scaling}
 
 if __name__ == "__main__":
     result = CASES[sys.argv[1]](**json.loads(sys.argv[2]))
