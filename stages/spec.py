@@ -179,9 +179,12 @@ class ModelConfig:
     pretrain_backbone: bool = False  # built-in classification pre-training (tiny only)
 
 
+GENERATED_DATA: tuple[str, ...] = ("shapes", "glyphs")  # built-in kinds drawn at data.image_size
+
+
 @dataclass
 class DataConfig:
-    kind: str = "shapes"  # shapes | tfrecord | coco | voc
+    kind: str = "shapes"  # shapes | glyphs | tfrecord | coco | voc
     train: Optional[str] = None  # tfrecord: records (glob); coco: annotation JSON; voc: split name
     val: Optional[str] = None
     label_map: Optional[str] = None  # tfrecord only (coco/voc take classes from annotations)
@@ -202,7 +205,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 25
     keep_checkpoints: int = 3
-    steps_per_loop: int = 10  # train steps per compiled call (fewer host round-trips)
+    steps_per_loop: int = 25  # train steps per compiled call: one call per log_every (BENCHMARKS.md, cadence)
 
 
 @dataclass
@@ -228,9 +231,23 @@ class PredictConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """The alternating chain's training steps and their split over its stages.
+
+    ``end_to_end`` gets the same total (the resolved stages' sum) unless its spec sets steps;
+    a stage's own ``stages.<name>.steps`` replaces its share.
+    """
+
+    name: str = "equal"
+    total: Optional[int] = None  # None: `steps` x the schedule's stages
+    split: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])  # one weight per stage
+
+
+@dataclass
 class Config:
     stage: Command = Command.all
-    steps: int = 600
+    steps: int = 600  # per alternating stage, when budget.total is not set
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     seed: int = 0
     wait_for_lock: bool = False  # another process holds the run dir: wait instead of stopping
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -381,6 +398,24 @@ def validate_ranges(cfg: Config) -> None:
         )
 
 
+def validate_budget(cfg: Config) -> None:
+    """One positive weight per scheduled stage, and at least one step for each."""
+    split, stages = list(cfg.budget.split), list(cfg.schedule.stages)
+    if len(split) != len(stages) or not all(math.isfinite(w) and w > 0 for w in split):
+        raise SpecError(
+            f"budget.split={split} must give one weight > 0 per scheduled stage ({len(stages)}: "
+            f"{', '.join(stages)}); set e.g. budget.split=[1,1,1,1], or budget=paper for [2,1,2,1]."
+        )
+    total = cfg.budget.total
+    _require(
+        "budget.total",
+        total,
+        total is None or total >= len(stages),
+        f"the alternating chain needs at least one step per stage ({len(stages)})",
+        "set e.g. budget.total=4000, or null for steps x stages",
+    )
+
+
 def validate_config(cfg: Config) -> None:
     """Whole-run checks after composition: ranges, schedule names, stage order, steps."""
     if cfg.steps <= 0:
@@ -392,6 +427,7 @@ def validate_config(cfg: Config) -> None:
                 f"schedule.stages: {name!r} is not an alternating stage "
                 f"(known: {', '.join(ALTERNATING_STAGES)})."
             )
+    validate_budget(cfg)
     earlier: tuple[str, ...] = ()
     for name in cfg.schedule.stages:
         validate_stage(name, getattr(cfg.stages, name), earlier)

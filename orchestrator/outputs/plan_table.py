@@ -12,6 +12,7 @@ COLUMNS = (
     "init (shared/rpn/det_feat/det_head)",
     "proposals",
     "steps",
+    "lr (schedule)",
 )
 
 
@@ -27,6 +28,8 @@ def plan_row(plan: StagePlan) -> tuple[str, ...]:
         "/".join(init[g] for g in ("shared", "rpn", "detector_features", "detector_head")),
         spec.proposals + (" (2nd stage skipped)" if spec.skips_second_stage else ""),
         str(plan.steps),
+        f"{plan.lr:g} {spec.lr_schedule.value}"
+        + (f", warmup {spec.warmup_steps}" if spec.warmup_steps else ""),
     )
 
 

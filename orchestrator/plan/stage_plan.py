@@ -5,6 +5,7 @@ Pure bookkeeping over the typed :class:`~stages.spec.Config`: no TensorFlow, no 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,19 +36,45 @@ def stage_order(cfg: Config) -> list[str]:
     return [*cfg.schedule.stages, "end_to_end"]
 
 
+def split_budget(total: int, weights: list[float]) -> list[int]:
+    """Shares of ``total`` proportional to ``weights``, at least 1 each, summing to it exactly.
+
+    Rounded down, then the steps left go one by one to the share furthest below its exact value
+    (or, where the minimum of 1 overshot, come from the one furthest above its exact value).
+    """
+    exact = [total * w / sum(weights) for w in weights]
+    shares = [max(1, math.floor(x)) for x in exact]
+    while sum(shares) < total:
+        shares[max(range(len(shares)), key=lambda i: exact[i] - shares[i])] += 1
+    while sum(shares) > total:
+        shares[min((i for i in range(len(shares)) if shares[i] > 1), key=lambda i: exact[i] - shares[i])] -= 1
+    return shares
+
+
+def stage_budgets(cfg: Config) -> dict[str, int]:
+    """Each alternating stage's steps: its share of ``budget.total`` unless its spec sets its own."""
+    stages = list(cfg.schedule.stages)
+    total = cfg.budget.total or cfg.steps * len(stages)
+    shares = split_budget(total, list(cfg.budget.split))
+    return {
+        name: getattr(cfg.stages, name).steps or share for name, share in zip(stages, shares, strict=True)
+    }
+
+
 def stage_plans(cfg: Config, run_dir: Path) -> dict[str, StagePlan]:
     """Every stage with resolved steps, LR, seed and TensorBoard step offset, in run order.
 
     ``end_to_end`` gets the alternating stages' total steps unless its spec sets its own.
     """
     plans: dict[str, StagePlan] = {}
+    budgets = stage_budgets(cfg)
     offset = 0
     for index, name in enumerate(stage_order(cfg)):
         spec = getattr(cfg.stages, name)
         if name == "end_to_end":
             steps, step_offset = spec.steps or offset, 0
         else:
-            steps, step_offset = spec.steps or cfg.steps, offset
+            steps, step_offset = budgets[name], offset
             offset += steps
         plans[name] = StagePlan(
             name=name,

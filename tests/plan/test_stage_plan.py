@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orchestrator.outputs.plan_table import plan_table
-from orchestrator.plan.stage_plan import outside_inputs, stage_plans, stages_to_run
+from orchestrator.plan.stage_plan import outside_inputs, split_budget, stage_plans, stages_to_run
 from stages.spec import to_object
 
 
@@ -74,5 +76,37 @@ def test_plan_table_has_a_row_per_stage_with_resolved_steps(compose_config):
         "backbone/fresh/backbone/fresh",
         "frozen:s1_rpn",
         "12",
+        "0.02 cosine",
     ]
-    assert lines[-1].split("|")[-2].strip() == "48"
+    assert lines[-1].split("|")[-3].strip() == "48"
+
+
+def test_budget_total_splits_over_the_stages_and_end_to_end_gets_the_same(compose_config):
+    _, plans = plans_of(compose_config, ["budget.total=1000", "budget.split=[2,1,2,1]"])
+    assert [p.steps for p in plans.values()] == [333, 167, 333, 167, 1000]
+    _, paper = plans_of(compose_config, ["budget=paper", "budget.total=600"])
+    assert [p.steps for p in paper.values()] == [200, 100, 200, 100, 600]
+    _, default = plans_of(compose_config, ["steps=7"])  # no total: steps x stages, equal split
+    assert [p.steps for p in default.values()] == [7, 7, 7, 7, 28]
+
+
+def test_a_stage_that_sets_its_steps_keeps_them_and_end_to_end_follows_the_sum(compose_config):
+    _, plans = plans_of(compose_config, ["budget.total=400", "stages.s3_rpn_shared.steps=10"])
+    assert [p.steps for p in plans.values()] == [100, 100, 10, 100, 310]
+
+
+@pytest.mark.parametrize("total", [4, 5, 7, 999, 1001])
+@pytest.mark.parametrize("weights", [[2.0, 1.0, 2.0, 1.0], [10.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+def test_split_budget_sums_to_the_total_and_gives_every_stage_a_step(total, weights):
+    shares = split_budget(total, weights)
+    assert sum(shares) == total and min(shares) >= 1
+    assert shares[0] >= shares[1]  # proportions kept
+    if total >= 100:  # (with a few steps, the minimum of one per stage wins over proportions)
+        assert all(abs(s - total * w / sum(weights)) < 1 for s, w in zip(shares, weights, strict=True))
+
+
+def test_plan_table_shows_each_stage_schedule(compose_config):
+    _, plans = plans_of(compose_config, ["stages.s4_detector_head.lr=0.005", "stages.s4_detector_head.warmup_steps=50",
+                                         "stages.s4_detector_head.lr_schedule=constant"])  # fmt: skip
+    row = next(line for line in plan_table(list(plans.values())).splitlines() if line.startswith("| s4_"))
+    assert row.split("|")[-2].strip() == "0.005 constant, warmup 50"
