@@ -10,6 +10,7 @@ from pathlib import Path
 
 from orchestrator.data import validate
 from orchestrator.data.files import DatasetFiles
+from orchestrator.data.glyphs import GlyphParams, ensure_glyphs
 from orchestrator.data.shapes import ShapesParams, ensure_shapes
 from orchestrator.data.validate import DataValidationError
 from orchestrator.layout import fingerprint
@@ -49,6 +50,11 @@ def _source(cfg: DataConfig, seed: int, cache: Path) -> DatasetFiles:
             num_train=cfg.num_train, num_val=cfg.num_val, image_size=cfg.image_size, seed=seed
         )
         return ensure_shapes(params, cache)
+    if cfg.kind == "glyphs":
+        glyphs = GlyphParams(
+            num_train=cfg.num_train, num_val=cfg.num_val, image_size=cfg.image_size, seed=seed
+        )
+        return ensure_glyphs(glyphs, cache)
     if cfg.kind == "tfrecord":
         return _tfrecord_files(cfg)
     if cfg.kind == "coco":
@@ -60,7 +66,7 @@ def _source(cfg: DataConfig, seed: int, cache: Path) -> DatasetFiles:
 
         return convert_voc(cfg.root or "", cfg.train or "train", cfg.val or "val", cache, strict)
     raise DataValidationError(
-        f"data.kind={cfg.kind!r} is not supported: use data=shapes, tfrecord, coco or voc"
+        f"data.kind={cfg.kind!r} is not supported: use data=shapes, glyphs, tfrecord, coco or voc"
     )
 
 

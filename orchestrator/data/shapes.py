@@ -8,25 +8,17 @@ parameters, so a second run (or a parallel sweep job) reuses the files.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from orchestrator.data.builtin import ensure_generated, gradient_background, iou
 from orchestrator.data.files import DatasetFiles
-from orchestrator.data.tfrecords import (
-    Box,
-    cached_build,
-    encode_example,
-    write_label_map,
-    write_records,
-)
+from orchestrator.data.tfrecords import Box
 from orchestrator.layout import fingerprint
-
-log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("circle", "square", "triangle")
 GENERATOR_VERSION = 1
@@ -43,25 +35,6 @@ class ShapesParams:
     seed: int = 0
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    corners = rng.uniform(0, 255, size=(2, 2, 3))
-    t = np.linspace(0.0, 1.0, size)[:, None, None]
-    s = np.linspace(0.0, 1.0, size)[None, :, None]
-    top = corners[0, 0] * (1 - s) + corners[0, 1] * s
-    bottom = corners[1, 0] * (1 - s) + corners[1, 1] * s
-    image = top * (1 - t) + bottom * t
-    image += rng.normal(0, 18, size=(size, size, 3))
-    return np.clip(image, 0, 255)
-
-
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / area if area else 0.0
-
-
 def _draw(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour) -> None:
     x0, y0, x1, y1 = box
     if shape == "circle":
@@ -74,7 +47,7 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int],
 
 def render_image(rng: np.random.Generator, p: ShapesParams) -> tuple[np.ndarray, list[Box]]:
     """One image and its boxes; objects overlap at most slightly (IoU < 0.1)."""
-    canvas = Image.fromarray(_background(rng, p.image_size).astype(np.uint8))
+    canvas = Image.fromarray(gradient_background(rng, p.image_size).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     placed: list[tuple[int, int, int, int]] = []
     boxes: list[Box] = []
@@ -84,7 +57,7 @@ def render_image(rng: np.random.Generator, p: ShapesParams) -> tuple[np.ndarray,
             x0 = int(rng.integers(0, p.image_size - side + 1))
             y0 = int(rng.integers(0, p.image_size - side + 1))
             box = (x0, y0, x0 + side, y0 + side)
-            if all(_iou(box, other) < 0.1 for other in placed):
+            if all(iou(box, other) < 0.1 for other in placed):
                 break
         else:
             continue
@@ -97,31 +70,16 @@ def render_image(rng: np.random.Generator, p: ShapesParams) -> tuple[np.ndarray,
     return np.asarray(canvas), boxes
 
 
-def _examples(p: ShapesParams, split: str, count: int, seed: int) -> Iterator:
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        image, boxes = render_image(rng, p)
-        yield encode_example(image, boxes, CLASS_NAMES, key=f"{split}_{i:06d}")
-
-
 def ensure_shapes(p: ShapesParams, cache_dir: Path) -> DatasetFiles:
     """Generate (or reuse from ``cache_dir``) the train/val records and the label map."""
-    key = fingerprint({"version": GENERATOR_VERSION, **asdict(p)})
-    target = Path(cache_dir).expanduser() / f"shapes-{key}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-
-    def build(tmp: Path) -> None:
-        log.info("Generating shapes dataset (%d train / %d val) -> %s", p.num_train, p.num_val, target)
-        write_records(tmp / "train.record", _examples(p, "train", p.num_train, p.seed))
-        write_records(tmp / "val.record", _examples(p, "val", p.num_val, p.seed + 1_000_003))
-        write_label_map(tmp / "label_map.pbtxt", CLASS_NAMES)
-
-    if not cached_build(target, build):
-        log.info("Using cached shapes dataset %s", target)
-    return DatasetFiles(
-        train=str(target / "train.record"),
-        val=str(target / "val.record"),
-        label_map=str(target / "label_map.pbtxt"),
-        num_classes=len(CLASS_NAMES),
-        fingerprint=key,
+    render = functools.partial(render_image, p=p)
+    counts = (p.num_train, p.num_val)
+    return ensure_generated(
+        "shapes",
+        fingerprint({"version": GENERATOR_VERSION, **asdict(p)}),
+        render,
+        CLASS_NAMES,
+        counts,
+        p.seed,
+        cache_dir,
     )

@@ -14,7 +14,7 @@ from orchestrator.plan.stage_plan import StagePlan
 from stages import freeze
 from stages import pipeline as pipelines
 from stages.errors import UserError
-from stages.spec import Config, StageSpec
+from stages.spec import GENERATED_DATA, Config, StageSpec
 
 PIPELINES_DIR = Path(__file__).resolve().parents[2] / "conf" / "pipelines"
 
@@ -38,7 +38,7 @@ def base_pipeline_path(cfg: Config) -> Path:
 def run_pipeline(cfg: Config, data: DatasetFiles):
     """The base pipeline with this run's data, classes and sizes (shared by every stage)."""
     base = pipelines.load_pipeline(base_pipeline_path(cfg))
-    image_size = cfg.model.image_size or (cfg.data.image_size if cfg.data.kind == "shapes" else None)
+    image_size = cfg.model.image_size or (cfg.data.image_size if cfg.data.kind in GENERATED_DATA else None)
     return pipelines.run_pipeline(
         base,
         pipelines.RunInputs(

@@ -1,0 +1,73 @@
+"""The second built-in dataset: seeded, cached, small cluttered objects, stock TFRecords."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from orchestrator.data.glyphs import CLASS_NAMES, GlyphParams, ensure_glyphs, render_image
+from orchestrator.odapi import fields, tf_example_decoder
+
+
+def test_generator_is_deterministic_per_seed():
+    p = GlyphParams()
+    a = render_image(np.random.default_rng(3), p)
+    b = render_image(np.random.default_rng(3), p)
+    c = render_image(np.random.default_rng(4), p)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_ten_classes_of_small_objects_several_per_image():
+    p = GlyphParams()
+    rng = np.random.default_rng(0)
+    counts, classes, sides = [], set(), []
+    for _ in range(80):
+        image, boxes = render_image(rng, p)
+        assert image.shape == (128, 128, 3) and image.dtype == np.uint8
+        counts.append(len(boxes))
+        classes |= {b.class_id for b in boxes}
+        for b in boxes:
+            assert 0 <= b.ymin < b.ymax <= 1 and 0 <= b.xmin < b.xmax <= 1
+            sides.append(max(b.ymax - b.ymin, b.xmax - b.xmin) * 128)
+    assert len(CLASS_NAMES) >= 10 and classes == set(range(1, len(CLASS_NAMES) + 1))
+    assert min(counts) >= 1 and max(counts) <= 8 and np.mean(counts) >= 3
+    assert np.median(sides) < 24 and max(sides) <= 40  # small: a shapes object is 20-40 px
+
+
+def test_boxes_cover_the_ink_of_their_glyph():
+    """A box is the glyph's inked extent: its border pixels differ from the background under it."""
+    p = GlyphParams(max_distractors=0)
+    image, boxes = render_image(np.random.default_rng(5), p)
+    blank_rng = np.random.default_rng(5)
+    from orchestrator.data.glyphs import _texture
+
+    background = np.asarray(_texture(blank_rng, p)).astype(int)
+    for b in boxes:
+        y0, x0, y1, x1 = (round(v * 128) for v in (b.ymin, b.xmin, b.ymax, b.xmax))
+        changed = np.abs(image[y0:y1, x0:x1].astype(int) - background[y0:y1, x0:x1]).sum(-1) > 0
+        assert changed.any(axis=0)[[0, -1]].all() and changed.any(axis=1)[[0, -1]].all()
+
+
+def test_records_decode_with_od_api_decoder_and_cache_is_reused(tmp_path):
+    p = GlyphParams(num_train=4, num_val=2, seed=7)
+    files = ensure_glyphs(p, tmp_path)
+    decoder = tf_example_decoder.TfExampleDecoder()
+    rng = np.random.default_rng(7)
+    for serialized in tf.data.TFRecordDataset(files.train):
+        decoded = decoder.decode(serialized)
+        image, boxes = render_image(rng, p)
+        assert np.array_equal(decoded[fields.InputDataFields.image].numpy(), image)
+        got = decoded[fields.InputDataFields.groundtruth_boxes].numpy()
+        np.testing.assert_allclose(got, [[b.ymin, b.xmin, b.ymax, b.xmax] for b in boxes], atol=1e-6)
+        assert list(decoded[fields.InputDataFields.groundtruth_classes].numpy()) == [
+            b.class_id for b in boxes
+        ]
+    assert sum(1 for _ in tf.data.TFRecordDataset(files.val)) == 2
+    assert "name: 'nine'" in open(files.label_map).read() and files.num_classes == 10
+    record = tmp_path / f"glyphs-{files.fingerprint}" / "train.record"
+    mtime = record.stat().st_mtime_ns
+    assert ensure_glyphs(p, tmp_path) == files and record.stat().st_mtime_ns == mtime
+    assert (
+        ensure_glyphs(GlyphParams(num_train=4, num_val=2, seed=8), tmp_path).fingerprint != files.fingerprint
+    )
