@@ -1,4 +1,4 @@
-"""``python -m orchestrator stage=...``: the Hydra entry point, nothing else.
+"""``python -m orchestrator stage=...`` (or the ``frcnn-alt`` command): the Hydra entry point.
 
 User errors (:class:`~stages.errors.UserError`) become one log line and exit code 2; SIGINT and
 SIGTERM (:class:`~orchestrator.engine.interrupts.Interrupted`) one line and exit code 130 / 143;
@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from orchestrator.engine import interrupts
 from orchestrator.plan.stage_plan import preflight
+from orchestrator.resources import CONF_DIR
 from stages.errors import UserError
 from stages.spec import register_configs, to_object
 
@@ -25,7 +26,7 @@ register_configs()
 log = logging.getLogger("orchestrator")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN

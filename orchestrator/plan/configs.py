@@ -11,12 +11,11 @@ from pathlib import Path
 from orchestrator.data.files import DatasetFiles
 from orchestrator.odapi.restore import Source
 from orchestrator.plan.stage_plan import StagePlan
+from orchestrator.resources import PIPELINES_DIR
 from stages import freeze
 from stages import pipeline as pipelines
 from stages.errors import UserError
 from stages.spec import GENERATED_DATA, Config, StageSpec
-
-PIPELINES_DIR = Path(__file__).resolve().parents[2] / "conf" / "pipelines"
 
 
 class PipelineConfigError(UserError):
