@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -24,6 +25,11 @@ def test_every_python_package_is_listed_in_pyproject():
     assert listed == found | {"orchestrator.conf"}
 
 
+def _not_sources(directory: str, names: list[str]) -> set[str]:
+    top = {".venv", ".git", "build", "dist", "outputs", "multirun"} if Path(directory) == ROOT else set()
+    return {n for n in names if n in top or n == "__pycache__" or n.endswith(".egg-info")}
+
+
 @pytest.mark.slow
 def test_wheel_installs_and_runs_from_outside_the_checkout_with_a_user_config_dir(tmp_path):
     """``pip install .`` (a real wheel, no editable link) then ``frcnn-alt stage=plan`` elsewhere.
@@ -32,8 +38,10 @@ def test_wheel_installs_and_runs_from_outside_the_checkout_with_a_user_config_di
     site-packages: the pinned TensorFlow and OD API, not our editable checkout) and gets the
     wheel itself; the user's own config dir adds a budget file without editing ours.
     """
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ behind
+    shutil.copytree(ROOT, source, ignore=_not_sources)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, timeout=300)  # fmt: skip
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, timeout=300)  # fmt: skip
     env_dir = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
     python = env_dir / "bin" / "python"
