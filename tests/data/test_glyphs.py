@@ -1,21 +1,10 @@
-"""The second built-in dataset: seeded, cached, small cluttered objects, stock TFRecords."""
+"""data=glyphs: ten classes of small cluttered objects, boxes that hug their glyphs."""
 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-from orchestrator.data.glyphs import CLASS_NAMES, GlyphParams, ensure_glyphs, render_image
-from orchestrator.odapi import fields, tf_example_decoder
-
-
-def test_generator_is_deterministic_per_seed():
-    p = GlyphParams()
-    a = render_image(np.random.default_rng(3), p)
-    b = render_image(np.random.default_rng(3), p)
-    c = render_image(np.random.default_rng(4), p)
-    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
-    assert not np.array_equal(a[0], c[0])
+from orchestrator.data.glyphs import CLASS_NAMES, GlyphParams, render_image
 
 
 def test_ten_classes_of_small_objects_several_per_image():
@@ -47,27 +36,3 @@ def test_boxes_cover_the_ink_of_their_glyph():
         y0, x0, y1, x1 = (round(v * 128) for v in (b.ymin, b.xmin, b.ymax, b.xmax))
         changed = np.abs(image[y0:y1, x0:x1].astype(int) - background[y0:y1, x0:x1]).sum(-1) > 0
         assert changed.any(axis=0)[[0, -1]].all() and changed.any(axis=1)[[0, -1]].all()
-
-
-def test_records_decode_with_od_api_decoder_and_cache_is_reused(tmp_path):
-    p = GlyphParams(num_train=4, num_val=2, seed=7)
-    files = ensure_glyphs(p, tmp_path)
-    decoder = tf_example_decoder.TfExampleDecoder()
-    rng = np.random.default_rng(7)
-    for serialized in tf.data.TFRecordDataset(files.train):
-        decoded = decoder.decode(serialized)
-        image, boxes = render_image(rng, p)
-        assert np.array_equal(decoded[fields.InputDataFields.image].numpy(), image)
-        got = decoded[fields.InputDataFields.groundtruth_boxes].numpy()
-        np.testing.assert_allclose(got, [[b.ymin, b.xmin, b.ymax, b.xmax] for b in boxes], atol=1e-6)
-        assert list(decoded[fields.InputDataFields.groundtruth_classes].numpy()) == [
-            b.class_id for b in boxes
-        ]
-    assert sum(1 for _ in tf.data.TFRecordDataset(files.val)) == 2
-    assert "name: 'nine'" in open(files.label_map).read() and files.num_classes == 10
-    record = tmp_path / f"glyphs-{files.fingerprint}" / "train.record"
-    mtime = record.stat().st_mtime_ns
-    assert ensure_glyphs(p, tmp_path) == files and record.stat().st_mtime_ns == mtime
-    assert (
-        ensure_glyphs(GlyphParams(num_train=4, num_val=2, seed=8), tmp_path).fingerprint != files.fingerprint
-    )
