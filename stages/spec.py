@@ -94,7 +94,7 @@ class StageSpec:
     loss_weights: LossWeights = field(default_factory=LossWeights)
     proposals: str = "self"  # "self" or "frozen:<stage>"
     proposer: ProposerSpec = field(default_factory=ProposerSpec)
-    steps: Optional[int] = None  # None: the run's `steps` (end_to_end: the schedule's sum)
+    steps: Optional[int] = None  # None: its share of budget.total (end_to_end: the chain's total)
     lr: Optional[float] = None  # None: train.lr
     lr_schedule: LRSchedule = LRSchedule.cosine
     warmup_steps: int = 0
