@@ -86,7 +86,11 @@ def test_stock_train_loop_trains_on_a_generated_config_as_it_is(alternating_run,
     train = builder.load_configs(pipeline)["train_config"]
     assert train.fine_tune_checkpoint and train.fine_tune_checkpoint_version == train_pb2.CheckpointVersion.V2
     model_lib_v2.train_loop(
-        pipeline_config_path=str(pipeline), model_dir=str(tmp_path), train_steps=2, num_steps_per_iteration=1
+        pipeline_config_path=str(pipeline),
+        model_dir=str(tmp_path),
+        train_steps=2,
+        num_steps_per_iteration=1,
+        checkpoint_every_n=1,  # (the stock default, 1000, saves only at step 0 in a 2-step run)
     )
     assert (
         tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path))).get_tensor(
