@@ -35,35 +35,24 @@ import time
 from pathlib import Path
 
 from bench import cadence
+from bench.processes import ROOT, spawn
 from bench.report import STAGES, write
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _spawn(args: list[str], env: dict) -> tuple[int, float, float, str]:
-    """(exit code, wall seconds, peak RSS MiB, stdout) of one child process."""
-    started = time.time()
-    out = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out.seek(0)
-    return proc.returncode, time.time() - started, usage.ru_maxrss / 1024, out.read()
 
 
 def case(name: str, env: dict, **kwargs) -> dict:
-    code, wall, rss, stdout = _spawn([sys.executable, "-m", "bench.cases", name, json.dumps(kwargs)], env)
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-    if code or not lines:
-        raise RuntimeError(f"bench case {name} {kwargs} failed (exit {code})")
-    return {**json.loads(lines[-1][7:]), "process_wall_s": round(wall, 1), "process_peak_rss_mb": round(rss)}
+    run = spawn([sys.executable, "-m", "bench.cases", name, json.dumps(kwargs)], env)
+    lines = [line for line in run.output.splitlines() if line.startswith("RESULT ")]
+    if run.code or not lines:
+        raise RuntimeError(f"bench case {name} {kwargs} failed (exit {run.code})")
+    return {**json.loads(lines[-1][7:]), "process_wall_s": round(run.wall_s, 1),
+            "process_peak_rss_mb": round(run.peak_rss_mb)}  # fmt: skip
 
 
 def cli(args: list[str], env: dict) -> dict:
-    code, wall, rss, _ = _spawn([sys.executable, "-m", "orchestrator", *args], env)
-    if code:
-        raise RuntimeError(f"python -m orchestrator {' '.join(args)} failed (exit {code})")
-    return {"process_wall_s": round(wall, 1), "process_peak_rss_mb": round(rss)}
+    run = spawn([sys.executable, "-m", "orchestrator", *args], env).check(
+        f"python -m orchestrator {' '.join(args)}"
+    )
+    return {"process_wall_s": round(run.wall_s, 1), "process_peak_rss_mb": round(run.peak_rss_mb)}
 
 
 def plan_pipeline(tmp: Path, env: dict, model: str, batch: int = 2, size: int = 128) -> str:

@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.processes import spawn
+
 MATCHED = ["train.checkpoint_every=1000", "train.log_every=100", "train.steps_per_loop=100"]
 
 
@@ -42,15 +41,8 @@ class Model:
 
 def _process(args: list[str], env: dict) -> dict:
     """Wall seconds and CPU seconds (user + system, all threads) of one child process."""
-    started = time.time()
-    out = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        out.seek(0)
-        tail = out.read()[-3000:]
-        raise RuntimeError(f"{' '.join(args[:4])} ... failed:\n{tail}")
-    return {"wall_s": time.time() - started, "cpu_s": usage.ru_utime + usage.ru_stime}
+    run = spawn(args, env).check(" ".join(args[:4]) + " ...")
+    return {"wall_s": run.wall_s, "cpu_s": run.cpu_s}
 
 
 def _ours(run: Path, steps: int, model: Model, env: dict, cadence: list[str]) -> dict:
