@@ -29,6 +29,12 @@ def gradient_background(rng: np.random.Generator, size: int, noise: float = 18.0
     return np.clip(image, 0, 255)
 
 
+def normalised(class_id: int, box: BoxPx, image_size: int) -> Box:
+    """A pixel box (x0, y0, x1, y1) as the OD API's normalised (ymin, xmin, ymax, xmax) ``Box``."""
+    n = float(image_size)
+    return Box(class_id, box[1] / n, box[0] / n, box[3] / n, box[2] / n)
+
+
 def iou(a: BoxPx, b: BoxPx) -> float:
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from orchestrator.data.builtin import BoxPx, ensure_generated, free_spot, gradient_background
+from orchestrator.data.builtin import BoxPx, ensure_generated, free_spot, gradient_background, normalised
 from orchestrator.data.files import DatasetFiles
 from orchestrator.data.tfrecords import Box
 from orchestrator.layout import fingerprint
@@ -103,7 +103,6 @@ def render_image(rng: np.random.Generator, p: GlyphParams) -> tuple[np.ndarray, 
     canvas = _texture(rng, p)
     placed: list[BoxPx] = []
     boxes: list[Box] = []
-    n = float(p.image_size)
     for _ in range(int(rng.integers(p.min_objects, p.max_objects + 1))):
         class_id = int(rng.integers(1, len(CLASS_NAMES) + 1))
         mask = _glyph_mask(rng, GLYPHS[class_id - 1], int(rng.integers(p.min_size, p.max_size + 1)))
@@ -112,7 +111,7 @@ def render_image(rng: np.random.Generator, p: GlyphParams) -> tuple[np.ndarray, 
             continue
         _paste(canvas, mask, box, rng)
         placed.append(box)
-        boxes.append(Box(class_id, box[1] / n, box[0] / n, box[3] / n, box[2] / n))
+        boxes.append(normalised(class_id, box, p.image_size))
     for _ in range(int(rng.integers(0, p.max_distractors + 1))):
         char = DISTRACTORS[int(rng.integers(len(DISTRACTORS)))]
         mask = _glyph_mask(rng, char, int(rng.integers(p.min_size, p.max_size + 1)))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from orchestrator.data.builtin import ensure_generated, gradient_background, iou
+from orchestrator.data.builtin import ensure_generated, gradient_background, iou, normalised
 from orchestrator.data.files import DatasetFiles
 from orchestrator.data.tfrecords import Box
 from orchestrator.layout import fingerprint
@@ -65,8 +65,7 @@ def render_image(rng: np.random.Generator, p: ShapesParams) -> tuple[np.ndarray,
         colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
         _draw(draw, CLASS_NAMES[class_id - 1], box, colour)
         placed.append(box)
-        n = float(p.image_size)
-        boxes.append(Box(class_id, box[1] / n, box[0] / n, box[3] / n, box[2] / n))
+        boxes.append(normalised(class_id, box, p.image_size))
     return np.asarray(canvas), boxes
 
 
