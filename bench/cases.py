@@ -16,9 +16,9 @@ import numpy as np
 
 def stock_train_loop(pipeline: str, steps: int, per_iteration: int) -> dict:
     """The OD API's own ``model_lib_v2.train_loop`` on the same pipeline.config."""
-    from object_detection import model_lib_v2
+    from orchestrator import odapi  # noqa: F401, I001  (first: compat + tiny extractor)
 
-    from orchestrator import odapi  # noqa: F401  (compat patch + tiny extractor)
+    from object_detection import model_lib_v2
 
     figures: dict = {}
 
@@ -43,9 +43,9 @@ def stock_defaults(pipeline: str, steps: int, per_iteration: int | None = None) 
     Checkpoints every 1000 steps, summaries on, 100 steps per compiled call; ``per_iteration``
     only for a run shorter than that (the stock loop always runs whole iterations).
     """
-    from object_detection import model_lib_v2
+    from orchestrator import odapi  # noqa: F401, I001  (first: compat + tiny extractor)
 
-    from orchestrator import odapi  # noqa: F401  (compat patch + tiny extractor)
+    from object_detection import model_lib_v2
 
     extra = {"num_steps_per_iteration": per_iteration} if per_iteration else {}
     model_lib_v2.train_loop(

@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+import orchestrator  # noqa: F401  (first: sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
 from stages.spec import register_configs
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")

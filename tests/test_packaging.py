@@ -22,12 +22,18 @@ def test_every_python_package_is_listed_in_pyproject():
         for top in ("orchestrator", "stages")
         for p in (ROOT / top).rglob("__init__.py")
     }
-    assert listed == found | {"orchestrator.conf"}
+    conf = {
+        ".".join(("orchestrator", *d.relative_to(ROOT).parts))
+        for d in (ROOT / "conf").rglob("*")
+        if d.is_dir()
+    }
+    assert listed == found | {"orchestrator.conf"} | {c for c in conf if "__pycache__" not in c}
 
 
 def _not_sources(directory: str, names: list[str]) -> set[str]:
-    top = {".venv", ".git", "build", "dist", "outputs", "multirun"} if Path(directory) == ROOT else set()
-    return {n for n in names if n in top or n == "__pycache__" or n.endswith(".egg-info")}
+    top = {".git", "build", "dist", "outputs", "multirun"} if Path(directory) == ROOT else set()
+    venvs = {n for n in names if n.startswith(".venv")} if Path(directory) == ROOT else set()
+    return {n for n in names if n in top | venvs or n == "__pycache__" or n.endswith(".egg-info")}
 
 
 @pytest.mark.slow

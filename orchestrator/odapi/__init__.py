@@ -8,7 +8,7 @@ own extension point, not a patch of its code.
 
 from __future__ import annotations
 
-from orchestrator.odapi import compat
+from orchestrator import compat
 
 compat.apply()
 

@@ -29,14 +29,17 @@ TRAINING_CODE: tuple[str, ...] = (
     "orchestrator/engine",
     "orchestrator/data",
     "orchestrator/plan",
+    "orchestrator/compat.py",  # how TensorFlow, tf-slim and the OD API are adapted to the stack
 )
 
 
 def code_version_of(root: Path, folders: tuple[str, ...]) -> str:
-    """Hash of every ``.py`` file under ``folders`` (recursively), by relative path and bytes."""
+    """Hash of every ``.py`` file under ``folders`` (recursively; an entry may be one file), by
+    relative path and bytes."""
     digest = hashlib.sha256()
     for folder in folders:
-        for path in sorted((root / folder).rglob("*.py")):
+        entry = root / folder
+        for path in [entry] if entry.is_file() else sorted(entry.rglob("*.py")):
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 

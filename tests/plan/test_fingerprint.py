@@ -58,8 +58,12 @@ def test_run_wide_inputs_change_every_stage_and_cadence_changes_none(compose_con
 
 def copy_code(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
-    for folder in [*TRAINING_CODE, "orchestrator/outputs", "orchestrator/chain"]:
-        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for entry in [*TRAINING_CODE, "orchestrator/outputs", "orchestrator/chain"]:
+        if (ROOT / entry).is_file():
+            (root / entry).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / entry, root / entry)
+        else:
+            shutil.copytree(ROOT / entry, root / entry, ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
 
@@ -83,3 +87,11 @@ def test_editing_training_code_in_a_nested_folder_changes_it(tmp_path):
     assert after_new_file != before
     nested.write_text("STEP = 2\n")
     assert code_version_of(root, TRAINING_CODE) != after_new_file
+
+
+def test_editing_the_compatibility_module_changes_it(tmp_path):
+    root = copy_code(tmp_path)
+    before = code_version_of(root, TRAINING_CODE)
+    compat = root / "orchestrator" / "compat.py"
+    compat.write_text(compat.read_text() + "\n# another patch\n")
+    assert code_version_of(root, TRAINING_CODE) != before
