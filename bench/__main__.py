@@ -11,7 +11,9 @@ stage from the stage's own ``metrics.json``):
 3. scaling: our step time and peak RSS against image size and batch size (tiny).
 4. cadence: our CLI at its defaults against the stock loop at ``model_main_tf2.py``'s, whole
    processes in alternation (:mod:`bench.cadence`; ``--only cadence`` runs just this);
-5. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
+5. stacks: legacy (TF 2.15) against current (TF 2.21), step time and the default run's
+   verdict on each (:mod:`bench.stacks`; only with ``--only stacks``, about 45 minutes);
+6. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
    against the training CPU seconds the comparison's time verdicts use (``--only neighbour``
    runs just this and keeps the other figures).
 
@@ -34,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cadence
+from bench import cadence, stacks
 from bench.processes import ROOT, spawn
 from bench.report import STAGES, write
 
@@ -213,8 +215,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["neighbour", "cadence"],
+        choices=["neighbour", "cadence", "stacks"],
         help="run one case, keep the other figures of bench/results.json",
+    )
+    parser.add_argument(
+        "--other-python",
+        default=str(ROOT / ".venv-current" / "bin" / "python"),
+        help="the other stack's interpreter for --only stacks (made by FRCNN_ALT_VENV=.venv-current scripts/setup.sh)",
     )
     args = parser.parse_args()
 
@@ -237,9 +244,14 @@ def main() -> None:
 
     if args.only:
         kept = json.loads(raw.read_text())
-        kept[args.only] = (
-            neighbour(tmp, env, quick) if args.only == "neighbour" else cadence.run_all(tmp, env, quick)
-        )
+        if args.only == "neighbour":
+            kept["neighbour"] = neighbour(tmp, env, quick)
+        elif args.only == "cadence":
+            kept["cadence"] = cadence.run_all(tmp, env, quick)
+        else:
+            kept["stacks"] = stacks.run_all(
+                tmp, env, quick, args.other_python, lambda m: plan_pipeline(tmp, env, m)
+            )
         raw.write_text(json.dumps(kept, indent=2))
         write(kept, Path(args.out))
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,7 @@ def write(results: dict, out_dir: Path) -> None:
         "Step times are medians over the steps after the first (traced) call.",
         "",
         *cadence_section(results),
+        *stacks_section(results),
         "## The step alone: our end_to_end step against the stock `model_lib_v2.train_loop` (128x128, batch 2)",
         "",
         *overhead_table(results["overhead"]),
@@ -268,3 +270,42 @@ def _ratio(ratio: dict | None, key: str) -> str:
         return "-"
     r = ratio[key]
     return f"**{r['median']:.2f}** ({r['min']:.2f}-{r['max']:.2f})"
+
+
+def stacks_section(results: dict) -> list[str]:
+    """Legacy (TF 2.15) against current (TF 2.21): our end_to_end step and the default run."""
+    if "stacks" not in results:
+        return ["The two stacks side by side: `python -m bench --only stacks` (about 45 minutes).", ""]
+    st = results["stacks"]
+    names = {k: f"{k} (Python {v['python']}, TF {v['tensorflow']})" for k, v in st["stacks"].items()}
+    out = [
+        "## The two stacks on one machine: " + " against ".join(names.values()),
+        "",
+        "Our end_to_end step (`bench.cases.ours`: 128x128, batch 2, no checkpoints or summaries), the",
+        "stacks in alternation, each run its own process; ratio current/legacy per pair (< 1: current",
+        "is faster).",
+        "",
+        "| model | steps | legacy ms/step | current ms/step | current/legacy |",
+        "|---|---|---|---|---|",
+    ]
+    for r in st["steps"]:
+        out.append(f"| {r['model']} | {r['steps']} | {r['legacy']['step_ms']:.1f} | {r['current']['step_ms']:.1f} "
+                   f"| {r['ratio']:.2f} |")  # fmt: skip
+    for model in dict.fromkeys(r["model"] for r in st["steps"]):
+        ratios = [r["ratio"] for r in st["steps"] if r["model"] == model]
+        out.append(f"\n{model}: median ratio {statistics.median(ratios):.2f} over {len(ratios)} pairs.")
+    overrides = " ".join(st["default_overrides"]) or "no overrides"
+    out += [
+        "",
+        f"The default `stage=all` ({overrides}) once per stack, one after the other, the same built-in",
+        "data and the same cached pre-trained backbone; final mAP@0.5 of each method on the val split",
+        "and its training CPU seconds (process time, see the busy-machine section):",
+        "",
+        "| stack | alternating mAP@0.5 | end_to_end mAP@0.5 | alternating train CPU s | end_to_end train CPU s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, run in st["default_run"].items():
+        alt, e2e = run["alternating"], run["end_to_end"]
+        out.append(f"| {name} | {alt['mAP@0.5']:.3f} | {e2e['mAP@0.5']:.3f} | {alt['train_cpu_seconds']:.0f} "
+                   f"| {e2e['train_cpu_seconds']:.0f} |")  # fmt: skip
+    return [*out, ""]
