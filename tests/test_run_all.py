@@ -29,7 +29,9 @@ def scalars(directory) -> dict[str, list[tuple[int, float]]]:
     acc.Reload()
     out = {}
     for tag in acc.Tags()["tensors"]:
-        out[tag] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+        values = [(e.step, tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+        if all(v.size == 1 for _, v in values):  # (not images)
+            out[tag] = [(step, float(v)) for step, v in values]
     return out
 
 
@@ -98,6 +100,64 @@ def test_stock_train_loop_trains_on_a_generated_config_as_it_is(alternating_run,
         )
         == 2
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "method"), [("s4_detector_head", "alternating"), ("end_to_end", "end_to_end")]
+)
+def test_stock_exporter_and_evaluator_take_a_stage_directory_as_it_is(
+    alternating_run, name, method, tmp_path
+):
+    """``exporter_main_v2.py`` and ``model_main_tf2.py --checkpoint_dir`` on a finished stage.
+
+    Both are given what a user would give them (the stage's pipeline.config and its
+    ``checkpoints/`` folder): the stock export detects what ours does, and the stock evaluator's
+    mAP@0.5 is the one in the stage's metrics.json (same COCO evaluator, same val images); a
+    restore that silently matched nothing (both use ``expect_partial``) would fail either check.
+    """
+    from google.protobuf import text_format
+    from object_detection import exporter_lib_v2, model_lib_v2
+    from object_detection.protos import pipeline_pb2
+
+    from orchestrator.engine.evaluate import EVAL_PROPOSALS
+    from orchestrator.layout import StageFiles
+    from orchestrator.odapi import fields, tf_example_decoder
+    from stages import pipeline as pipelines
+
+    run_dir, _ = alternating_run
+    stage = stage_dir(run_dir, name)
+    config = pipeline_pb2.TrainEvalPipelineConfig()
+    text_format.Merge((stage / "pipeline.config").read_text(), config)  # as exporter_main_v2 reads it
+    exporter_lib_v2.export_inference_graph(
+        "image_tensor", config, str(stage / "checkpoints"), str(tmp_path / "out")
+    )
+
+    record = builder.load_configs(stage / "pipeline.config")["eval_input_configs"][0].tf_record_input_reader
+    decoded = tf_example_decoder.TfExampleDecoder().decode(
+        next(iter(tf.data.TFRecordDataset(record.input_path[0])))
+    )
+    image = decoded[fields.InputDataFields.image][None]
+    stock = tf.saved_model.load(str(tmp_path / "out" / "saved_model"))(image)
+    ours = tf.saved_model.load(str(run_dir / "export" / method / "saved_model"))(image)
+    n = int(ours["num_detections"][0])
+    assert n == int(stock["num_detections"][0]) and n > 0
+    np.testing.assert_allclose(stock["detection_boxes"][0, :n], ours["detection_boxes"][0, :n], atol=1e-5)
+    np.testing.assert_allclose(stock["detection_scores"][0, :n], ours["detection_scores"][0, :n], atol=1e-5)
+
+    # Our evaluation keeps 300 proposals (the paper's test-time count, whatever the stage trained
+    # with); the stock evaluator reads that from the config, so it gets a copy that says so.
+    eval_config = pipelines.load_pipeline(stage / "pipeline.config")
+    eval_config.model.faster_rcnn.first_stage_max_proposals = EVAL_PROPOSALS
+    model_lib_v2.eval_continuously(
+        pipeline_config_path=str(pipelines.write_pipeline(eval_config, tmp_path / "eval.config")),
+        model_dir=str(tmp_path / "model"),
+        checkpoint_dir=str(stage / "checkpoints"),
+        wait_interval=1,
+        timeout=1,  # evaluate the latest checkpoint, then stop waiting for new ones
+    )
+    stock_metrics = scalars(tmp_path / "model" / "eval")
+    stock_map50 = stock_metrics["DetectionBoxes_Precision/mAP@.50IOU"][-1][1]
+    assert stock_map50 == pytest.approx(StageFiles(stage).read_metrics()["mAP@0.5"], abs=1e-6)
 
 
 def test_tensorboard_scalars_line_stages_up_on_one_step_axis(alternating_run):
