@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_tensorboard_cli_starts_and_reads_our_event_files(tmp_path):
@@ -32,3 +35,24 @@ def test_tensorboard_cli_starts_and_reads_our_event_files(tmp_path):
     assert result.returncode == 0, out[-2000:]
     assert "Loss/total_loss" in out and str(tmp_path / "s1_rpn" / "train") in out, out[-2000:]
     assert re.search(r"num_steps\s+3\n", out), out[-2000:]
+
+
+def _setup(env: dict, tmp_path) -> subprocess.CompletedProcess:
+    """scripts/setup.sh with ``env``; FRCNN_ALT_VENV points away from .venv so nothing real changes."""
+    full = {**os.environ, "FRCNN_ALT_VENV": str(tmp_path / "venv"), **env}
+    return subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], env=full, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+
+
+def test_setup_refuses_an_unknown_stack_or_a_python_of_the_other_stack(tmp_path):
+    unknown = _setup({"FRCNN_ALT_STACK": "newest"}, tmp_path)
+    assert (
+        unknown.returncode == 1
+        and "FRCNN_ALT_STACK must be legacy or current (got 'newest')" in unknown.stderr
+    )
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    other, needs = ("current", "3.12/3.13") if version == "3.11" else ("legacy", "3.11")
+    mismatch = _setup({"FRCNN_ALT_STACK": other, "PYTHON": sys.executable}, tmp_path)
+    assert mismatch.returncode == 1
+    assert f"FRCNN_ALT_STACK={other} needs Python {needs}; {sys.executable} is {version}" in mismatch.stderr
+    assert not (tmp_path / "venv").exists()  # refused before creating anything
