@@ -88,3 +88,49 @@ def test_submitit_local_launcher_runs_jobs(tmp_path, cache_dir):
     assert [r["status"] for r in rows] == ["completed", "completed"]
     text = (sweep / "1" / "plan" / "s1_rpn.config").read_text()
     assert "faster_rcnn_resnet50_keras" in text
+
+
+FAKE_SBATCH = """#!/bin/sh
+cp "$1" "$CAPTURE/submission.sh"
+echo "Submitted batch job 4242"
+"""
+FAKE_SACCT = """#!/bin/sh
+printf 'JobID|State|NodeList\\n4242_0|FAILED|node1\\n4242_1|FAILED|node1\\n'
+"""
+
+
+@pytest.mark.slow
+def test_slurm_cluster_launcher_submits_what_the_config_asks(tmp_path, cache_dir):
+    """``hydra/launcher=slurm_cluster`` through the real Hydra launcher and submitit's SLURM executor.
+
+    There is no cluster here: stand-ins on PATH (``srun`` only needs to exist) keep the batch
+    script submitit wrote (``sbatch``) and report the jobs failed (``sacct``), so the sweep ends
+    (non-zero) instead of waiting. The script is what SLURM would have run: resources, time, array and setup lines.
+    """
+    bin_dir, capture = tmp_path / "bin", tmp_path / "capture"
+    bin_dir.mkdir()
+    capture.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("sacct", FAKE_SACCT), ("srun", "#!/bin/sh\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "FRCNN_ALT_CACHE": str(cache_dir), "CAPTURE": str(capture),
+           "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
+    cmd = [sys.executable, "-m", "orchestrator", "-m", "stage=plan", "seed=0,1", "hydra/launcher=slurm_cluster",
+           "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    script = (capture / "submission.sh").read_text()
+    for line in (
+        "#SBATCH --time=240",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --nodes=1",
+        "#SBATCH --mem=32GB",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --array=0-1%2",  # two jobs: array_parallelism 16 capped at the job count
+        "#SBATCH --job-name=frcnn-alt",
+        "export FRCNN_ALT_CACHE=$HOME/.cache/frcnn-alt",
+    ):
+        assert line in script.splitlines(), f"{line!r} not in the batch script:\n{script}"
+    assert "submitit.core._submit" in script
+    assert result.returncode != 0  # the stand-in sacct said the jobs failed
