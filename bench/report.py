@@ -294,6 +294,11 @@ def stacks_section(results: dict) -> list[str]:
     for model in dict.fromkeys(r["model"] for r in st["steps"]):
         ratios = [r["ratio"] for r in st["steps"] if r["model"] == model]
         out.append(f"\n{model}: median ratio {statistics.median(ratios):.2f} over {len(ratios)} pairs.")
+    out += [
+        "",
+        "Whole-process step times on this machine move by 20-30% between runs of the same config",
+        "(see the cadence section), so a ratio is read from its pairs, not from one of them.",
+    ]
     overrides = " ".join(st["default_overrides"]) or "no overrides"
     out += [
         "",
