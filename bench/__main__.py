@@ -37,17 +37,12 @@ import time
 from pathlib import Path
 
 from bench import cadence, stacks
-from bench.processes import ROOT, spawn
+from bench.processes import ROOT, run_case, spawn
 from bench.report import STAGES, write
 
 
 def case(name: str, env: dict, **kwargs) -> dict:
-    run = spawn([sys.executable, "-m", "bench.cases", name, json.dumps(kwargs)], env)
-    lines = [line for line in run.output.splitlines() if line.startswith("RESULT ")]
-    if run.code or not lines:
-        raise RuntimeError(f"bench case {name} {kwargs} failed (exit {run.code})")
-    return {**json.loads(lines[-1][7:]), "process_wall_s": round(run.wall_s, 1),
-            "process_peak_rss_mb": round(run.peak_rss_mb)}  # fmt: skip
+    return run_case(name, env, **kwargs)
 
 
 def cli(args: list[str], env: dict) -> dict:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -40,3 +42,15 @@ def spawn(args: list[str], env: dict) -> Finished:
         peak_rss_mb=usage.ru_maxrss / 1024,
         output=out.read(),
     )
+
+
+def run_case(name: str, env: dict, python: str = sys.executable, **kwargs) -> dict:
+    """One ``bench.cases`` function in a fresh ``python`` process: its RESULT line plus process figures."""
+    run = spawn([python, "-m", "bench.cases", name, json.dumps(kwargs)], env)
+    lines = [line for line in run.output.splitlines() if line.startswith("RESULT ")]
+    if run.code or not lines:
+        raise RuntimeError(
+            f"bench case {name} {kwargs} on {python} failed (exit {run.code}):\n{run.output[-3000:]}"
+        )
+    return {**json.loads(lines[-1][7:]), "process_wall_s": round(run.wall_s, 1),
+            "process_cpu_s": round(run.cpu_s, 1), "process_peak_rss_mb": round(run.peak_rss_mb)}  # fmt: skip

@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.processes import spawn
+from bench.processes import run_case, spawn
 
 
 def describe(python: str) -> dict:
@@ -33,15 +33,6 @@ def describe(python: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _case(python: str, env: dict, **kwargs) -> dict:
-    run = spawn([python, "-m", "bench.cases", "ours", json.dumps(kwargs)], env)
-    lines = [line for line in run.output.splitlines() if line.startswith("RESULT ")]
-    if run.code or not lines:
-        raise RuntimeError(f"bench case ours on {python} failed (exit {run.code}):\n{run.output[-3000:]}")
-    return {**json.loads(lines[-1][7:]), "process_wall_s": round(run.wall_s, 1),
-            "process_cpu_s": round(run.cpu_s, 1)}  # fmt: skip
-
-
 def step_pairs(
     stacks: dict[str, str], env: dict, pipeline_for: Callable[[str], str], quick: bool
 ) -> list[dict]:
@@ -50,7 +41,8 @@ def step_pairs(
         pipeline = pipeline_for(model)
         for repeat in range(1 if quick else 2):
             pair = {
-                name: _case(python, env, pipeline=pipeline, steps=steps) for name, python in stacks.items()
+                name: run_case("ours", env, python, pipeline=pipeline, steps=steps)
+                for name, python in stacks.items()
             }
             ratio = pair["current"]["step_ms"] / pair["legacy"]["step_ms"]
             rows.append({"model": model, "steps": steps, "repeat": repeat, **pair, "ratio": round(ratio, 3)})
