@@ -16,6 +16,8 @@ stage from the stage's own ``metrics.json``):
 6. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
    against the training CPU seconds the comparison's time verdicts use (``--only neighbour``
    runs just this and keeps the other figures).
+7. evidence: the defaults study, read from a sweep directory (:mod:`bench.evidence`; only with
+   ``--only evidence --sweep DIR``; the sweep itself takes hours and is run apart).
 
 The whole run uses 500 steps a stage (the default config has 1000) so that the command stays
 under 20 minutes on 2 CPU cores. ``--resnet50-stages`` adds a few-step resnet50 run (about five
@@ -36,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cadence, stacks
+from bench import cadence, evidence, stacks
 from bench.processes import ROOT, run_case, spawn
 from bench.report import STAGES, write
 
@@ -210,7 +212,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["neighbour", "cadence", "stacks"],
+        choices=["neighbour", "cadence", "stacks", "evidence"],
         help="run one case, keep the other figures of bench/results.json",
     )
     parser.add_argument(
@@ -218,7 +220,10 @@ def main() -> None:
         default=str(ROOT / ".venv-current" / "bin" / "python"),
         help="the other stack's interpreter for --only stacks (made by FRCNN_ALT_VENV=.venv-current scripts/setup.sh)",
     )
+    parser.add_argument("--sweep", type=Path, help="the study's sweep directory, for --only evidence")
     args = parser.parse_args()
+    if args.only == "evidence" and not args.sweep:
+        parser.error("--only evidence needs --sweep DIR (the hydra.sweep.dir of the defaults study)")
 
     raw = Path(args.out) / "bench" / "results.json"
     if args.report_only:
@@ -241,6 +246,8 @@ def main() -> None:
         kept = json.loads(raw.read_text())
         if args.only == "neighbour":
             kept["neighbour"] = neighbour(tmp, env, quick)
+        elif args.only == "evidence":
+            kept["evidence"] = evidence.collect(args.sweep.resolve())
         elif args.only == "cadence":
             kept["cadence"] = cadence.run_all(tmp, env, quick)
         else:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import evidence
+
 STAGES = ["s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head", "end_to_end"]
 
 
@@ -114,6 +116,7 @@ def write(results: dict, out_dir: Path) -> None:
         f"{' (--quick: smoke figures)' if results['quick'] else ''}. Raw figures: `bench/results.json`.",
         "Step times are medians over the steps after the first (traced) call.",
         "",
+        *evidence.section(results),
         *cadence_section(results),
         *stacks_section(results),
         "## The step alone: our end_to_end step against the stock `model_lib_v2.train_loop` (128x128, batch 2)",

@@ -109,19 +109,20 @@ def verdict(metric: str, diff: Stats, confidence: float = CONFIDENCE) -> str:
 # ---------------------------------------------------------------- grouping
 
 
-def _key_of(override: str) -> str:
+def override_key(override: str) -> str:
+    """``+a.b=1`` -> ``a.b``: the config key an override sets."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
 def seed_of(overrides: Sequence[str]) -> str | None:
     """The ``seed=`` override's value, or None when the job did not set it."""
-    values = [o.split("=", 1)[1] for o in overrides if "=" in o and _key_of(o) == SEED_KEY]
+    values = [o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) == SEED_KEY]
     return values[-1] if values else None
 
 
 def group_key(overrides: Sequence[str]) -> tuple[str, ...]:
     """The overrides minus ``seed``, sorted: jobs with the same key are seeds of one configuration."""
-    return tuple(sorted(o for o in overrides if _key_of(o) != SEED_KEY))
+    return tuple(sorted(o for o in overrides if override_key(o) != SEED_KEY))
 
 
 def group_id(key: Sequence[str]) -> str:

@@ -1,0 +1,108 @@
+"""``python -m bench --only evidence --sweep DIR``: the evidence behind the defaults, from a sweep.
+
+The study itself is a Hydra sweep (hours at the default budget; rerun the same command to resume
+it: finished stages come from its stage store), for example::
+
+    python -m orchestrator -m stage=all seed=0,1,2 data=shapes,glyphs \\
+        budget=equal,detector_heavy,paper stages.end_to_end.lr=null,0.01 hydra.sweep.dir=DIR
+
+This reads its finished jobs (:func:`orchestrator.outputs.study.read_job`), compares each
+method's candidates (:mod:`orchestrator.outputs.evidence`) against the defaults the config
+composes to, and renders the BENCHMARKS.md section. A partial sweep gives a partial table.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from orchestrator.outputs import evidence, study
+from orchestrator.outputs.study import fmt, fmt_mean_ci
+
+
+def defaults() -> dict[str, str]:
+    """The settings a plain ``stage=all`` uses, spelt as the sweep's overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from orchestrator.resources import CONF_DIR
+    from stages.spec import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config")
+    lr = cfg.stages.end_to_end.lr
+    return {"budget": str(cfg.budget.name), "stages.end_to_end.lr": "null" if lr is None else str(lr)}
+
+
+def collect(sweep_dir: Path) -> dict:
+    """The evidence of one sweep directory, with the command that made it and when it ran."""
+    jobs = [study.read_job(d) for d in study.job_dirs(sweep_dir)]
+    task = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+    finished = [d / "job_status.json" for d in study.job_dirs(sweep_dir) if (d / "job_status.json").exists()]
+    stamps = sorted(time.strftime("%Y-%m-%d", time.gmtime(p.stat().st_mtime)) for p in finished)
+    return {
+        "sweep": str(sweep_dir),
+        "command": "python -m orchestrator -m " + " ".join(task),
+        "jobs": {"used": sum(j["state"] == "used" for j in jobs), "all": len(jobs)},
+        "dates": sorted(set(stamps)),
+        "defaults": defaults(),
+        **evidence.analyse(jobs, defaults()),
+    }
+
+
+def _row(method: str, c: dict) -> str:
+    mark = " (default)" if c["default"] else ""
+    cpu = c["train_cpu_seconds"]["mean"]
+    return (
+        f"| {method} | {c['setting']}{mark} | {len(c['seeds'])} | {fmt_mean_ci(c['mAP@0.5'])} | "
+        f"{fmt_mean_ci(c['mAP'])} | {fmt(cpu, 0)} |"
+    )
+
+
+def _verdict(method: str, m: dict) -> str:
+    gap = m["default_minus_best"]
+    if m["default"] == m["best"]:
+        return f"* {method}: the default ({m['default']}) is the best candidate."
+    if gap is None:
+        return f"* {method}: best {m['best']}; the default has no finished seeds yet."
+    noise = {True: "within noise", False: "**outside noise**", None: "undecided (one seed)"}[
+        m["within_noise"]
+    ]
+    return (
+        f"* {method}: best {m['best']}; default - best = {fmt_mean_ci(gap)} mAP@0.5 "
+        f"(paired over {gap['n']} seeds): {noise}."
+    )
+
+
+def section(results: dict) -> list[str]:
+    """The BENCHMARKS.md section: one table per dataset, then each method's verdict."""
+    if "evidence" not in results:
+        return [
+            "The defaults' evidence: `python -m bench --only evidence --sweep DIR` (see bench/evidence.py).",
+            "",
+        ]
+    ev, m = results["evidence"], results["machine"]
+    pct = f"{round(ev['confidence'] * 100)}%"
+    lines = [
+        "## Defaults on evidence: each method's candidates at the default total budget",
+        "",
+        f"`{ev['command']}` ({ev['jobs']['used']} of {ev['jobs']['all']} jobs finished; "
+        f"{m['cores']} cores, TensorFlow {m['tensorflow']}, {', '.join(ev['dates'])}). mAP@0.5 and mAP: mean "
+        f"[{pct} interval, Student t] over seeds; CPU: the method's training CPU seconds (mean). Each "
+        "method's candidates change its own stages only, so a (candidate, seed) counts once.",
+        "",
+    ]
+    for context, methods in ev["contexts"].items():
+        lines += [
+            f"### {context}",
+            "",
+            f"| method | setting | seeds | mAP@0.5 [{pct}] | mAP [{pct}] | CPU s |",
+        ]
+        lines.append("|---|---|---|---|---|---|")
+        lines += [_row(name, c) for name, mm in methods.items() for c in mm["candidates"]]
+        lines += ["", *(_verdict(name, mm) for name, mm in methods.items()), ""]
+    return lines

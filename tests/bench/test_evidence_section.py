@@ -1,0 +1,42 @@
+"""The defaults' evidence read from a sweep directory on disk, as Hydra and our jobs leave it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from bench import evidence
+from tests.outputs.test_evidence import sweep
+
+MACHINE = {"cores": 2, "tensorflow": "2.15.1"}
+
+
+def write_sweep(root: Path, jobs: list[dict]) -> Path:
+    task = ["stage=all", "seed=0,1,2", "data=shapes", "budget=equal,paper", "stages.end_to_end.lr=null,0.01"]
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
+    for number, job in enumerate(jobs):
+        d = root / str(number)
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(job["overrides"]))
+        (d / "comparison").mkdir()
+        (d / "comparison" / "comparison.json").write_text(json.dumps(job["comparison"]))
+        if number < len(jobs) - 1:  # the last job is still running
+            (d / "job_status.json").write_text(json.dumps({"status": "completed"}))
+    return root
+
+
+def test_a_sweep_on_disk_becomes_a_table_per_dataset_and_a_verdict_per_method(tmp_path):
+    results = {"machine": MACHINE, "evidence": evidence.collect(write_sweep(tmp_path, sweep(0.05, -0.1)))}
+    assert results["evidence"]["jobs"] == {"used": 11, "all": 12}
+    assert results["evidence"]["defaults"] == {"budget": "equal", "stages.end_to_end.lr": "null"}
+    text = "\n".join(evidence.section(results))
+    assert "`python -m orchestrator -m stage=all seed=0,1,2 data=shapes budget=equal,paper" in text
+    assert "| alternating | budget=equal (default) | 3 | 0.803 [" in text
+    assert "* alternating: best budget=paper; default - best = -0.050" in text and "**outside noise**" in text
+    assert "* end_to_end: the default (stages.end_to_end.lr=null) is the best candidate." in text
+
+
+def test_without_a_study_the_section_says_how_to_make_one():
+    assert "--only evidence --sweep DIR" in evidence.section({"machine": MACHINE})[0]
