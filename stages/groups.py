@@ -38,20 +38,57 @@ class ModuleGroups:
         return [v.name for v in self.variables[group]]
 
     def set_trainable(self, trained: Iterable[str]) -> None:
-        """``trainable = False`` on every sub-model of a group not in ``trained``.
+        """``trainable = False`` on every sub-model of a group not in ``trained``, BatchNorm pinned.
 
-        Keras then drops its variables from ``model.trainable_variables`` and runs its
-        BatchNorm layers in inference mode, which freezes the moving statistics too.
+        Keras then drops the group's variables from ``model.trainable_variables``. Its
+        BatchNorm layers are pinned to inference mode too (:func:`pin_batch_norm`): a frozen
+        group computes a fixed function of its input, with the statistics evaluation uses.
         """
         trained = set(trained)
         for group, modules in self.modules.items():
             for module in modules:
                 module.trainable = group in trained
+                pin_batch_norm(module, frozen=group not in trained)
 
     def counts(self, trainable_variables: Iterable) -> dict[str, tuple[int, int]]:
         """Per group: (variables among ``trainable_variables``, all variables)."""
         trainable = {v.ref() for v in trainable_variables}
         return {g: (sum(v.ref() in trainable for v in vs), len(vs)) for g, vs in self.variables.items()}
+
+
+_PIPELINE_SETTING = "_frcnn_alt_pipeline_training"  # a layer's own ``training`` before any pin
+
+
+def batch_norm_layers(module) -> list:
+    """The BatchNorm layers inside a Keras sub-model (those with moving statistics)."""
+    found = [module, *getattr(module, "submodules", ())]
+    return [m for m in found if hasattr(m, "moving_mean") and hasattr(m, "moving_variance")]
+
+
+def pin_batch_norm(module, frozen: bool) -> None:
+    """Frozen: every BatchNorm layer of ``module`` normalises with its moving statistics.
+
+    Keras 2's own BatchNorm does this when ``trainable`` is False, but the OD API's
+    ``FreezableBatchNorm`` subclasses the TF1 layer (``tensorflow.compat.v1``), which keeps
+    normalising with the *batch's* statistics in training mode (measured: a frozen layer's
+    output moved by 12.3 on a batch of four). Frozen weights would then still compute features
+    that depend on the rest of the batch, and differ from what evaluation (moving statistics)
+    sees. Its ``_training`` override (read when the layer is called, so before the train step
+    is traced) pins it; training the group again restores the pipeline's own setting
+    (``batch_norm_trainable``). A BatchNorm layer that can be neither pinned nor relied on is
+    an error, not a silent difference.
+    """
+    for layer in batch_norm_layers(module):
+        if hasattr(layer, "_training"):  # FreezableBatchNorm
+            if not hasattr(layer, _PIPELINE_SETTING):
+                setattr(layer, _PIPELINE_SETTING, layer._training)
+            layer._training = False if frozen else getattr(layer, _PIPELINE_SETTING)
+        elif frozen and not getattr(layer, "_USE_V2_BEHAVIOR", True):
+            raise GroupError(
+                f"BatchNorm layer {layer.name!r} ({type(layer).__module__}.{type(layer).__name__}) "
+                "keeps using batch statistics when frozen and cannot be pinned to inference mode; "
+                "use the OD API's FreezableBatchNorm or Keras 2's BatchNormalization in the extractor."
+            )
 
 
 def _module_variables(module) -> list:

@@ -41,8 +41,8 @@ def build_backbone(train_batch_norm: bool, weight_decay: float = 0.0) -> tf.kera
 
     Like the OD API's ResNet: ``train_batch_norm=False`` pins BatchNorm to inference mode;
     otherwise it follows the Keras learning phase (the train step sets it, as
-    ``model_lib_v2.eager_train_step`` does). A sub-model with ``trainable=False`` runs its
-    BatchNorm in inference mode either way, which is what makes freezing hold.
+    ``model_lib_v2.eager_train_step`` does). Freezing a group pins its BatchNorm to inference
+    mode either way (:func:`stages.groups.pin_batch_norm`).
     """
     training = None if train_batch_norm else False
     inputs = tf.keras.Input(shape=(None, None, 3), name="image")

@@ -77,3 +77,25 @@ def test_stock_extractor_groups_partition_and_regexes_are_exact(name):
     names = builder.group_variable_names(model_config(*EXTRACTORS[name]))
     assert all(names[g] for g in GROUPS), {g: len(v) for g, v in names.items()}
     assert_every_group_split_is_exact(names)
+
+
+def test_a_frozen_group_computes_the_same_features_whatever_else_is_in_the_batch(tmp_path):
+    """Frozen BatchNorm uses its moving statistics in training mode too (the OD API's does not)."""
+    import numpy as np
+    import tensorflow as tf
+
+    _, path = tiny_pipeline(tmp_path)
+    _, model, (features, _) = built_model(path)
+    image = features["image"][:1]
+    with_dark, with_bright = (tf.concat([image, image * 0 + v], 0) for v in (-1.0, 1.0))
+    shared = model._feature_extractor_for_proposal_features
+
+    def first(batch: tf.Tensor, training: bool = True) -> np.ndarray:
+        return shared(batch, training=training)[0].numpy()
+
+    groups = resolve_groups(model)
+    groups.set_trainable(["rpn", "detector_features", "detector_head"])
+    np.testing.assert_allclose(first(with_dark), first(with_bright), atol=1e-5)
+    np.testing.assert_allclose(first(with_dark), first(image, training=False), atol=1e-5)
+    groups.set_trainable(GROUPS)  # trained again: the pipeline's batch_norm_trainable (true) holds
+    assert np.abs(first(with_dark) - first(with_bright)).max() > 1e-2
