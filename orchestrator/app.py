@@ -21,7 +21,7 @@ from orchestrator.outputs.tensorboard import write_run_summaries
 from orchestrator.plan.context import RunContext
 from orchestrator.plan.stage_plan import preflight, require_done, stage_order, stages_to_run
 from stages import pipeline as pipelines
-from stages.spec import Command, Config, SpecError, to_object, validate_config
+from stages.spec import Command, Config, ExportFormat, Runtime, SpecError, to_object, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,17 @@ def do_export(ctx: RunContext) -> dict[str, Path]:
 
     last = ctx.cfg.schedule.stages[-1]
     require_done(ctx.plans, [last, "end_to_end"], "export", ctx.run_dir)
-    return export_models(ctx.run_dir, ctx.plans[last].files, ctx.plans["end_to_end"].files)
+    saved = export_models(ctx.run_dir, ctx.plans[last].files, ctx.plans["end_to_end"].files)
+    if ctx.cfg.export.format != ExportFormat.saved_model:
+        do_export_onnx(ctx, saved)
+    return saved
+
+
+def do_export_onnx(ctx: RunContext, saved: dict[str, Path]) -> dict[str, Path]:
+    from orchestrator.outputs.export import export_onnx_checked
+
+    cfg = ctx.cfg.export
+    return export_onnx_checked(saved, ctx.data.val, ctx.cfg.eval.max_images, cfg.opset, cfg.score_threshold)
 
 
 def do_predict(ctx: RunContext) -> list[dict]:
@@ -115,9 +125,10 @@ def do_predict(ctx: RunContext) -> list[dict]:
         raise SpecError("stage=predict needs predict.images=DIR_OR_GLOB")
     images = image_paths(cfg.images)
     check_images(images)  # a bad image stops here, before any export or output
-    saved_model = do_export(ctx)[cfg.model]
+    saved = do_export(ctx)
+    model = do_export_onnx(ctx, saved)[cfg.model] if cfg.runtime == Runtime.onnx else saved[cfg.model]
     out = ctx.run_dir / "predict" / cfg.model
-    return predict(saved_model, ctx.data.label_map, images, out, cfg.score_threshold)
+    return predict(model, cfg.runtime, ctx.data.label_map, images, out, cfg.score_threshold)
 
 
 def compare(ctx: RunContext) -> str:

@@ -42,6 +42,19 @@ class LRSchedule(str, Enum):
     cosine = "cosine"
 
 
+class ExportFormat(str, Enum):
+    saved_model = "saved_model"
+    onnx = "onnx"  # the SavedModel, converted by tf2onnx and checked against it
+    all = "all"
+
+
+class Runtime(str, Enum):
+    """What runs an exported detector (``predict.runtime``)."""
+
+    saved_model = "saved_model"
+    onnx = "onnx"
+
+
 class Strategy(str, Enum):
     default = "default"
     mirrored = "mirrored"
@@ -228,6 +241,14 @@ class PredictConfig:
     images: Optional[str] = None  # a folder or a glob of PNG/JPEG files
     model: str = "alternating"  # alternating | end_to_end
     score_threshold: float = 0.3
+    runtime: Runtime = Runtime.saved_model  # onnx: export.format's ONNX model (converted if missing)
+
+
+@dataclass
+class ExportConfig:
+    format: ExportFormat = ExportFormat.saved_model  # onnx | all also convert (and parity-check)
+    opset: int = 17  # tf2onnx 1.17 converts our Faster R-CNN at 11-18 (orchestrator/outputs/onnx_export.py)
+    score_threshold: float = 0.3  # parity: detections at or above this score must match
 
 
 @dataclass
@@ -258,6 +279,7 @@ class Config:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 class SpecError(UserError, ValueError):
@@ -391,6 +413,10 @@ def validate_ranges(cfg: Config) -> None:
         "a score threshold must be in [0, 1]",
         "set e.g. predict.score_threshold=0.3",
     )
+    _require("export.opset", cfg.export.opset, 11 <= cfg.export.opset <= 18,
+             "tf2onnx converts this model at opsets 11-18", "set e.g. export.opset=17")  # fmt: skip
+    _require("export.score_threshold", cfg.export.score_threshold, 0 <= cfg.export.score_threshold <= 1,
+             "a score threshold must be in [0, 1]", "set e.g. export.score_threshold=0.3")  # fmt: skip
     if cfg.data.bad_boxes not in BAD_BOXES:
         raise SpecError(
             f"data.bad_boxes={cfg.data.bad_boxes!r} is not a policy: use {' | '.join(BAD_BOXES)} "

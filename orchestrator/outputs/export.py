@@ -48,3 +48,31 @@ def export_models(run_dir: Path, final_alternating: StageFiles, end_to_end: Stag
         "alternating": export_stage(final_alternating, run_dir / "export" / "alternating"),
         "end_to_end": export_stage(end_to_end, run_dir / "export" / "end_to_end"),
     }
+
+
+def export_onnx_checked(
+    saved_models: dict[str, Path], val_records: str, max_images: int | None, opset: int, threshold: float
+) -> dict[str, Path]:
+    """Each SavedModel converted to ONNX, then checked against it on the val images.
+
+    A failed check keeps its figures in ``export/parity.json`` and stops with the worst case
+    named (:class:`orchestrator.outputs.parity.ParityError`).
+    """
+    from orchestrator.outputs import detectors, parity
+    from orchestrator.outputs.onnx_export import export_onnx
+
+    converted = {}
+    for model, saved_model in saved_models.items():
+        onnx = export_onnx(saved_model, opset)
+        figures = parity.check(
+            detectors.saved_model_detector(saved_model),
+            detectors.onnx_detector(onnx),
+            detectors.record_images(val_records, max_images),
+            threshold,
+        )
+        parity.write_and_raise(figures, saved_model.parents[1] / "parity.json", model)
+        log.info("ONNX parity %s: %d detections matched on %d images (worst IoU %.4f, score diff %.4f)",
+                 model, figures["detections_checked"], figures["images"], figures["matched_worst_iou"],
+                 figures["matched_worst_score_diff"])  # fmt: skip
+        converted[model] = onnx
+    return converted

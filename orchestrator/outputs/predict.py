@@ -14,11 +14,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from orchestrator.data.validate import DataValidationError
 from orchestrator.odapi import label_map_util
+from orchestrator.outputs.detectors import load_detector
+from stages.spec import Runtime
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -52,22 +53,20 @@ def check_images(paths: list[Path]) -> None:
 
 
 def predict(
-    saved_model: Path, label_map: str, images: list[Path], out_dir: Path, threshold: float
+    model: Path, runtime: Runtime, label_map: str, images: list[Path], out_dir: Path, threshold: float
 ) -> list[dict]:
+    """``model``: a SavedModel directory or an ONNX file, as ``runtime`` says."""
     check_images(images)
     from object_detection.utils import visualization_utils as viz
 
-    detect = tf.saved_model.load(str(saved_model))
+    detect = load_detector(model, runtime)
     categories = label_map_util.create_category_index_from_labelmap(label_map)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for path in images:
         image = np.asarray(Image.open(path).convert("RGB"))
-        out = detect(tf.constant(image[None], dtype=tf.uint8))
-        n = int(out["num_detections"][0])
-        boxes = out["detection_boxes"][0, :n].numpy()
-        classes = out["detection_classes"][0, :n].numpy().astype(np.int64)
-        scores = out["detection_scores"][0, :n].numpy()
+        found = detect(image)
+        boxes, classes, scores = found.boxes, found.classes, found.scores
         drawn = image.copy()
         viz.visualize_boxes_and_labels_on_image_array(
             drawn,

@@ -11,6 +11,7 @@ from PIL import Image
 
 from orchestrator.data.validate import DataValidationError
 from orchestrator.outputs.predict import check_images, predict
+from stages.spec import Runtime
 
 
 def png(path: Path) -> Path:
@@ -45,5 +46,12 @@ def test_predict_stops_before_loading_the_model_or_writing(tmp_path):
     bad.write_text("not an image")
     out = tmp_path / "predict"
     with pytest.raises(DataValidationError, match="bad.jpg"):
-        predict(tmp_path / "no-model", "no-label-map", [png(tmp_path / "ok.png"), bad], out, 0.5)
+        predict(
+            tmp_path / "no-model",
+            Runtime.saved_model,
+            "no-label-map",
+            [png(tmp_path / "ok.png"), bad],
+            out,
+            0.5,
+        )
     assert not out.exists()
