@@ -13,7 +13,9 @@ stage from the stage's own ``metrics.json``):
    processes in alternation (:mod:`bench.cadence`; ``--only cadence`` runs just this);
 5. stacks: legacy (TF 2.15) against current (TF 2.21), step time and the default run's
    verdict on each (:mod:`bench.stacks`; only with ``--only stacks``, about 45 minutes);
-6. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
+6. latency: CPU inference per image, the exported SavedModel against its ONNX model on ONNX
+   Runtime, tiny and resnet50 at 128 px (only with ``--only latency``, a few minutes);
+7. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
    against the training CPU seconds the comparison's time verdicts use (``--only neighbour``
    runs just this and keeps the other figures).
 7. evidence: the defaults study, read from a sweep directory (:mod:`bench.evidence`; only with
@@ -212,7 +214,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["neighbour", "cadence", "stacks", "evidence"],
+        choices=["neighbour", "cadence", "stacks", "evidence", "latency"],
         help="run one case, keep the other figures of bench/results.json",
     )
     parser.add_argument(
@@ -248,6 +250,11 @@ def main() -> None:
             kept["neighbour"] = neighbour(tmp, env, quick)
         elif args.only == "evidence":
             kept["evidence"] = evidence.collect(args.sweep.resolve())
+        elif args.only == "latency":
+            kept["latency"] = {
+                m: case("latency", env, pipeline=plan_pipeline(tmp, env, m), images=10 if quick else 50)
+                for m in ("tiny", "resnet50")
+            }
         elif args.only == "cadence":
             kept["cadence"] = cadence.run_all(tmp, env, quick)
         else:

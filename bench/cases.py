@@ -114,7 +114,53 @@ def scaling(pipeline: str, batches: list[int], steps: int) -> dict:
     return {"batches": rows}
 
 
-CASES = {"stock": stock_train_loop, "stock_defaults": stock_defaults, "ours": ours, "scaling": scaling}
+def latency(pipeline: str, images: int) -> dict:
+    """CPU inference per image: the exported SavedModel against ONNX Runtime, side by side.
+
+    The detector is the pipeline's model at its initial weights (latency does not depend on
+    training), exported with the OD API exporter and converted as ``export.format=onnx`` does;
+    the two runtimes alternate image by image after two warm-up calls each.
+    """
+    import tensorflow as tf
+
+    from orchestrator.odapi import builder, exporter_lib_v2
+    from orchestrator.outputs import detectors
+    from orchestrator.outputs.onnx_export import export_onnx
+    from stages import pipeline as pipelines
+
+    out = Path(tempfile.mkdtemp(prefix="latency_"))
+    configs = builder.load_configs(pipeline)
+    model = builder.build_model(configs, is_training=False)
+    size = configs["model"].faster_rcnn.image_resizer.fixed_shape_resizer.height or 128
+    model.postprocess(model.predict(*model.preprocess(tf.zeros([1, size, size, 3]))), [[size, size, 3]])
+    tf.train.Checkpoint(model=model).save(str(out / "ckpt" / "ckpt"))
+    exporter_lib_v2.export_inference_graph(
+        "image_tensor", pipelines.load_pipeline(Path(pipeline)), str(out / "ckpt"), str(out / "export")
+    )
+    (out / "export" / "exported_from.json").write_text(json.dumps({"bench": pipeline}))
+    onnx = export_onnx(out / "export" / "saved_model")
+    run = {"saved_model": detectors.saved_model_detector(out / "export" / "saved_model"),
+           "onnx": detectors.onnx_detector(onnx)}  # fmt: skip
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8) for _ in range(images + 2)]
+    times: dict[str, list[float]] = {k: [] for k in run}
+    for i, frame in enumerate(frames):
+        for name, detect in run.items():
+            tick = time.perf_counter()
+            detect(frame)
+            if i >= 2:
+                times[name].append(1000 * (time.perf_counter() - tick))
+    return {name: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "images": len(t)}
+            for name, t in times.items()}  # fmt: skip
+
+
+CASES = {
+    "latency": latency,
+    "stock": stock_train_loop,
+    "stock_defaults": stock_defaults,
+    "ours": ours,
+    "scaling": scaling,
+}
 
 if __name__ == "__main__":
     result = CASES[sys.argv[1]](**json.loads(sys.argv[2]))

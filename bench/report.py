@@ -119,6 +119,7 @@ def write(results: dict, out_dir: Path) -> None:
         *evidence.section(results),
         *cadence_section(results),
         *stacks_section(results),
+        *latency_section(results),
         "## The step alone: our end_to_end step against the stock `model_lib_v2.train_loop` (128x128, batch 2)",
         "",
         *overhead_table(results["overhead"]),
@@ -316,4 +317,24 @@ def stacks_section(results: dict) -> list[str]:
         alt, e2e = run["alternating"], run["end_to_end"]
         out.append(f"| {name} | {alt['mAP@0.5']:.3f} | {e2e['mAP@0.5']:.3f} | {alt['train_cpu_seconds']:.0f} "
                    f"| {e2e['train_cpu_seconds']:.0f} |")  # fmt: skip
+    return [*out, ""]
+
+
+def latency_section(results: dict) -> list[str]:
+    """SavedModel against ONNX Runtime on the CPU, per image, one process per model."""
+    if "latency" not in results:
+        return ["SavedModel against ONNX Runtime latency: `python -m bench --only latency`.", ""]
+    out = [
+        "## Inference on the CPU: SavedModel against ONNX Runtime (128x128, one image a call)",
+        "",
+        "The exported detector (OD API exporter, `image_tensor`) and its tf2onnx conversion (opset 17),",
+        "alternating image by image in one process after two warm-up calls each; milliseconds per image.",
+        "",
+        "| model | images | SavedModel median | SavedModel p90 | ONNX Runtime median | ONNX Runtime p90 | ONNX/SavedModel |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, r in results["latency"].items():
+        sm, ort = r["saved_model"], r["onnx"]
+        out.append(f"| {model} | {sm['images']} | {sm['median_ms']:.1f} | {sm['p90_ms']:.1f} | {ort['median_ms']:.1f} "
+                   f"| {ort['p90_ms']:.1f} | {ort['median_ms'] / sm['median_ms']:.2f} |")  # fmt: skip
     return [*out, ""]
