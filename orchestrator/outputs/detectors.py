@@ -24,6 +24,11 @@ class Detections:
     boxes: np.ndarray  # [n, 4] float, normalised (ymin, xmin, ymax, xmax)
     classes: np.ndarray  # [n] int, label-map ids (1-based)
     scores: np.ndarray  # [n] float, descending
+    capacity: int = 0  # the exporter's max detections (the padded output length); 0: unknown
+
+    def full(self) -> bool:
+        """Every slot used: detections may have been cut at the last (lowest) score."""
+        return self.capacity > 0 and len(self.scores) >= self.capacity
 
 
 Detector = Callable[[np.ndarray], Detections]
@@ -35,6 +40,7 @@ def _detections(boxes, classes, scores, num) -> Detections:
         boxes=np.asarray(boxes)[0, :n].astype(np.float32),
         classes=np.asarray(classes)[0, :n].astype(np.int64),
         scores=np.asarray(scores)[0, :n].astype(np.float32),
+        capacity=int(np.asarray(scores).shape[1]),
     )
 
 

@@ -72,3 +72,14 @@ def test_a_failed_check_is_recorded_then_raised_naming_the_worst_case(tmp_path):
     ):
         parity.write_and_raise(figures, path, "alternating")
     assert json.loads(path.read_text())["alternating"]["mismatches"] == 1
+
+
+def test_a_detection_at_a_full_candidates_cut_off_needs_no_twin():
+    full = Detections(A.boxes[:2], A.classes[:2], A.scores[:2], capacity=2)  # cut before the 0.2 one
+    reference = dets(
+        (1, 0.9, (0.1, 0.1, 0.5, 0.5)), (2, 0.8, (0.5, 0.5, 0.9, 0.9)), (1, 0.795, (0.0, 0.0, 0.2, 0.2))
+    )
+    assert run(reference, full, 0.0)["mismatches"] == 0  # 0.795 is within 0.01 of full's last score 0.8
+    assert (
+        run(reference, Detections(full.boxes, full.classes, full.scores), 0.0)["mismatches"] == 1
+    )  # not full
