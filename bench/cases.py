@@ -132,7 +132,8 @@ def latency(pipeline: str, images: int) -> dict:
     configs = builder.load_configs(pipeline)
     model = builder.build_model(configs, is_training=False)
     size = configs["model"].faster_rcnn.image_resizer.fixed_shape_resizer.height or 128
-    model.postprocess(model.predict(*model.preprocess(tf.zeros([1, size, size, 3]))), [[size, size, 3]])
+    batch, shapes = model.preprocess(tf.zeros([1, size, size, 3]))
+    model.postprocess(model.predict(batch, shapes), shapes)  # creates every variable
     tf.train.Checkpoint(model=model).save(str(out / "ckpt" / "ckpt"))
     exporter_lib_v2.export_inference_graph(
         "image_tensor", pipelines.load_pipeline(Path(pipeline)), str(out / "ckpt"), str(out / "export")
