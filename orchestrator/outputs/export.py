@@ -50,6 +50,14 @@ def export_models(run_dir: Path, final_alternating: StageFiles, end_to_end: Stag
     }
 
 
+def second_stage_nms_iou(pipeline_path: Path) -> float:
+    """The exported detector's final NMS IoU threshold (the parity check's near-tie rule)."""
+    from orchestrator.odapi import builder
+
+    frcnn = builder.load_configs(pipeline_path)["model"].faster_rcnn
+    return float(frcnn.second_stage_post_processing.batch_non_max_suppression.iou_threshold)
+
+
 def export_onnx_checked(
     saved_models: dict[str, Path], val_records: str, max_images: int | None, opset: int, threshold: float
 ) -> dict[str, Path]:
@@ -69,6 +77,7 @@ def export_onnx_checked(
             detectors.onnx_detector(onnx),
             detectors.record_images(val_records, max_images),
             threshold,
+            second_stage_nms_iou(saved_model.parent / "pipeline.config"),
         )
         parity.write_and_raise(figures, saved_model.parents[1] / "parity.json", model)
         log.info("ONNX parity %s: %d detections matched on %d images (worst IoU %.4f, score diff %.4f)",

@@ -22,8 +22,8 @@ def dets(*rows: tuple[int, float, tuple[float, float, float, float]]) -> Detecti
 A = dets((1, 0.9, (0.1, 0.1, 0.5, 0.5)), (2, 0.8, (0.5, 0.5, 0.9, 0.9)), (1, 0.2, (0.0, 0.0, 0.2, 0.2)))
 
 
-def run(reference: Detections, candidate: Detections, threshold: float = 0.3) -> dict:
-    return parity.check(lambda _: reference, lambda _: candidate, [("img.png", None)], threshold)
+def run(reference: Detections, candidate: Detections, threshold: float = 0.3, nms_iou=None) -> dict:
+    return parity.check(lambda _: reference, lambda _: candidate, [("img.png", None)], threshold, nms_iou)
 
 
 def test_the_same_detections_in_another_order_pass():
@@ -83,3 +83,15 @@ def test_a_detection_at_a_full_candidates_cut_off_needs_no_twin():
     assert (
         run(reference, Detections(full.boxes, full.classes, full.scores), 0.0)["mismatches"] == 1
     )  # not full
+
+
+def test_nms_near_ties_need_no_twin_but_a_lone_or_clear_winner_does():
+    """Two overlapping boxes 0.001 apart: NMS (IoU 0.6) may keep either one in either runtime."""
+    kept_a = dets((1, 0.500, (0.1, 0.1, 0.5, 0.5)))
+    kept_b = dets((1, 0.499, (0.1, 0.14, 0.5, 0.54)))  # IoU 0.82 with kept_a's box
+    assert run(kept_a, kept_b, 0.0, nms_iou=0.6)["nms_near_ties"] == 2
+    assert run(kept_a, kept_b, 0.0, nms_iou=0.6)["passed"]
+    assert run(kept_a, kept_b, 0.0)["mismatches"] == 2  # no NMS threshold known: no exemption
+    assert run(kept_a, kept_b, 0.0, nms_iou=0.9)["mismatches"] == 2  # overlap below NMS's IoU
+    clear = dets((1, 0.45, (0.1, 0.14, 0.5, 0.54)))  # 0.05 apart: not a near-tie
+    assert run(kept_a, clear, 0.0, nms_iou=0.6)["mismatches"] == 2
