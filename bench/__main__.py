@@ -18,7 +18,7 @@ stage from the stage's own ``metrics.json``):
 7. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
    against the training CPU seconds the comparison's time verdicts use (``--only neighbour``
    runs just this and keeps the other figures).
-7. evidence: the defaults study, read from a sweep directory (:mod:`bench.evidence`; only with
+8. evidence: the defaults study, read from a sweep directory (:mod:`bench.evidence`; only with
    ``--only evidence --sweep DIR``; the sweep itself takes hours and is run apart).
 
 The whole run uses 500 steps a stage (the default config has 1000) so that the command stays
