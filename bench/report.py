@@ -117,7 +117,7 @@ def write(results: dict, out_dir: Path) -> None:
         "Step times are medians over the steps after the first (traced) call.",
         "",
         "mAP figures of alternating runs dated before 2026-11-26 11:00 predate the fix to freezing",
-        "(frozen BatchNorm now uses its moving statistics; README, \"What you get\"): they understate",
+        '(frozen BatchNorm now uses its moving statistics; README, "What you get"): they understate',
         "the alternating chain. end_to_end trains every group (unaffected); step times were not re-measured.",
         "",
         *evidence.section(results),
