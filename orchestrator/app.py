@@ -14,6 +14,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from orchestrator.chain import chain
+from orchestrator.cluster import role_from_env
+from orchestrator.engine import distribute
+from orchestrator.engine.distribute import Worker
 from orchestrator.layout import run_dir_lock
 from orchestrator.outputs import report
 from orchestrator.outputs.plan_table import plan_table
@@ -33,24 +36,52 @@ def quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", message=".*set_learning_phase.*")
 
 
-def run(cfg, run_dir: Path, stage_store: Path | None = None) -> float:
+def run(cfg, run_dir: Path, stage_store: Path | None = None, worker: Worker | None = None) -> float:
     """Validate, then do what ``cfg.stage`` says; returns the final alternating mAP (or 0).
 
     ``stage_store``: a directory the jobs of one sweep share, so identical stages train once.
+    ``worker``: the process's strategy and cluster role (:mod:`orchestrator.engine.distribute`;
+    made here when None). A non-chief worker of a multi-worker run trains alongside the chief
+    and writes nothing in ``run_dir``: it takes no lock and follows the chief's decisions.
     """
     quiet_tensorflow()
     config: Config = cfg if isinstance(cfg, Config) else to_object(cfg)
     validate_config(config)
     run_dir = Path(run_dir)
+    if worker is None:
+        worker = distribute.start(config.train, role_from_env())
+    if not worker.is_chief:
+        return _follow(config, run_dir, worker)
     with run_dir_lock(run_dir, wait=config.wait_for_lock):
-        return _dispatch(config, run_dir, stage_store)
+        value = _dispatch(config, run_dir, stage_store, worker)
+    if worker.multi:
+        worker.decide(_finished_key(run_dir), lambda: "finished")  # the others may leave now
+    return value
 
 
-def _dispatch(config: Config, run_dir: Path, stage_store: Path | None) -> float:
+def _finished_key(run_dir: Path) -> str:
+    return f"{run_dir}/finished"
+
+
+def _follow(config: Config, run_dir: Path, worker: Worker) -> float:
+    """A non-chief worker: train the stages the chief trains, in step with it, then wait for it."""
+    if config.stage in (Command.plan, Command.compare, Command.export, Command.predict):
+        log.info("stage=%s trains nothing: %s has nothing to do", config.stage.value, worker.role.name)
+        return 0.0
+    worker.decide(f"{run_dir}/context", str)  # the chief has validated the data and locked the run
+    ctx = RunContext.create(config, run_dir, stages_to_run(config))
+    chain.run_stages(ctx, stages_to_run(config), worker)
+    worker.decide(_finished_key(run_dir), str)  # the chief's comparison and exports are done
+    return final_map(ctx)
+
+
+def _dispatch(config: Config, run_dir: Path, stage_store: Path | None, worker: Worker) -> float:
     command = config.stage
     names = stages_to_run(config)
     preflight(config, run_dir)  # before any data or model work
     ctx = RunContext.create(config, run_dir, names, stage_store)
+    if worker.multi and command not in (Command.plan, Command.compare, Command.export, Command.predict):
+        worker.decide(f"{run_dir}/context", lambda: "ready")
     log.info(
         "frcnn-alt: stage=%s model=%s data=%s -> %s",
         command.value,
@@ -71,7 +102,7 @@ def _dispatch(config: Config, run_dir: Path, stage_store: Path | None) -> float:
         print(compare(ctx), flush=True)
         return final_map(ctx)
     write_run_summaries(ctx.run_dir, OmegaConf.to_yaml(OmegaConf.structured(config)))
-    chain.run_stages(ctx, names)
+    chain.run_stages(ctx, names, worker)
     print(plan_table(list(ctx.plans.values())), flush=True)
     if command == Command.all:
         print(compare(ctx), flush=True)

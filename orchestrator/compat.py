@@ -218,3 +218,76 @@ def apply() -> None:
     _patch_pillow()
     _import_with_stand_ins(tf_version)
     _applied = True
+
+
+# ---------------------------------------------------------------- multi-worker coordination
+# TensorFlow has no public API for these (2.15 and 2.21 alike): the eager context's coordination
+# service, which MultiWorkerMirroredStrategy itself starts (collective_all_reduce_strategy.py,
+# ``_initialize_multi_worker``: it configures one only when none is configured yet), and its
+# key-value store (eager/context.py ``set_config_key_value`` / ``get_config_key_value``).
+
+
+def eager_context_started() -> bool:
+    """Whether TensorFlow already ran something (collective ops can no longer be configured)."""
+    from tensorflow.python.eager import context
+
+    return context.context()._context_handle is not None
+
+
+def configure_coordination(resolver, heartbeat_timeout_s: int, register_timeout_s: int) -> None:
+    """The coordination service MultiWorkerMirroredStrategy would start, with our timeouts.
+
+    A worker that stops sending heartbeats for ``heartbeat_timeout_s`` fails every pending
+    collective and key-value wait of the others (they exit with a clear error instead of hanging);
+    ``register_timeout_s`` bounds the wait for all workers to start.
+    """
+    from tensorflow.python.distribute import multi_worker_util
+
+    # Its proto module moved (TF 2.15: tensorflow.tsl.protobuf; 2.21:
+    # tensorflow.compiler.xla.tsl.protobuf); the strategy's own import finds it on both.
+    from tensorflow.python.distribute.collective_all_reduce_strategy import coordination_config_pb2
+    from tensorflow.python.eager import context
+
+    spec = multi_worker_util.normalize_cluster_spec(resolver.cluster_spec())
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+        for job in ("chief", "worker")
+        if job in spec.jobs
+    ]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        heartbeat_timeout_in_ms=heartbeat_timeout_s * 1000,
+        cluster_register_timeout_in_ms=register_timeout_s * 1000,
+        shutdown_barrier_timeout_in_ms=30_000,
+        coordinated_jobs=jobs,
+    )
+
+
+def publish(key: str, value: str) -> None:
+    from tensorflow.python.eager import context
+
+    context.context().set_config_key_value(key, value)
+
+
+def receive(key: str) -> str:
+    """Blocks until the key is published (a dead publisher fails it through the heartbeat)."""
+    from tensorflow.python.eager import context
+
+    return context.context().get_config_key_value(key)
+
+
+def slurm_cluster_resolver(port_base: int, gpus_on_node: int):
+    """TensorFlow's SlurmClusterResolver, also on nodes without GPUs.
+
+    It pairs each task of a node with a slice of the node's GPUs (``cluster_spec``: ``zip`` over
+    ``range(num_tasks)`` and ``range(0, gpus_per_node, gpus_per_task)``), so with no GPU it
+    lists no task at all, and with ``gpus_per_node=None`` it runs ``nvidia-smi``. On a CPU node
+    we give it one notional GPU per task and keep it from setting ``CUDA_VISIBLE_DEVICES``.
+    """
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.SlurmClusterResolver
+    if gpus_on_node:
+        return resolver(port_base=port_base, gpus_per_node=gpus_on_node)
+    return resolver(port_base=port_base, gpus_per_node=1024, gpus_per_task=1, auto_set_gpu=False)

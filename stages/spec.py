@@ -219,6 +219,11 @@ class TrainConfig:
     log_every: int = 25
     keep_checkpoints: int = 3
     steps_per_loop: int = 25  # train steps per compiled call: one call per log_every (BENCHMARKS.md, cadence)
+    # multi_worker only: a worker silent this long is lost (the others stop with an error, not hang);
+    # all workers must have started within cluster_timeout_s; SLURM ports: port_base (None: from the job id).
+    heartbeat_timeout_s: int = 30
+    cluster_timeout_s: int = 600
+    port_base: Optional[int] = None
 
 
 @dataclass
@@ -305,6 +310,18 @@ _MINIMUMS: tuple[tuple[str, int, str, str], ...] = (
     ("train.log_every", 1, "the steps between logged losses", "set e.g. train.log_every=25"),
     ("train.keep_checkpoints", 1, "the checkpoints kept per stage", "set e.g. train.keep_checkpoints=3"),
     ("train.steps_per_loop", 1, "the steps per compiled call", "set e.g. train.steps_per_loop=10"),
+    (
+        "train.heartbeat_timeout_s",
+        1,
+        "the seconds before a silent worker counts as lost",
+        "set e.g. train.heartbeat_timeout_s=30",
+    ),
+    (
+        "train.cluster_timeout_s",
+        1,
+        "the seconds all workers have to start",
+        "set e.g. train.cluster_timeout_s=600",
+    ),
     (
         "eval.max_images",
         1,

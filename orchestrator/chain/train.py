@@ -8,6 +8,7 @@ import time
 import tensorflow as tf
 
 from orchestrator.engine import evaluate, interrupts
+from orchestrator.engine.distribute import Worker
 from orchestrator.engine.memory import peak_rss_mb, reset_peak_rss
 from orchestrator.engine.runner import Proposer, StageRun, train_stage
 from orchestrator.layout import StageFiles
@@ -17,8 +18,19 @@ from stages import pipeline as pipelines
 log = logging.getLogger(__name__)
 
 
-def train_and_evaluate(ctx: RunContext, stage: ResolvedStage, work: StageFiles) -> tuple[dict, str]:
-    """(metrics, final checkpoint prefix) of ``stage`` trained in ``work``."""
+def train_and_evaluate(
+    ctx: RunContext,
+    stage: ResolvedStage,
+    work: StageFiles,
+    worker: Worker | None = None,
+    resume_key: str = "",
+) -> tuple[dict, str]:
+    """(metrics, final checkpoint prefix) of ``stage`` trained in ``work``.
+
+    A non-chief worker (``work`` is its scratch directory) trains alongside the chief and does
+    not evaluate: evaluation and its figures are the chief's.
+    """
+    worker = worker or Worker(None)
     pipeline_path = pipelines.write_pipeline(stage.pipeline, work.pipeline, stage.header)
     proposer = None
     if stage.proposer is not None:
@@ -47,14 +59,23 @@ def train_and_evaluate(ctx: RunContext, stage: ResolvedStage, work: StageFiles) 
         proposer=proposer,
         step_offset=stage.plan.step_offset,
         train=ctx.cfg.train,
-        evaluate=evaluator,
+        evaluate=evaluator if worker.is_chief else _no_evaluation,
         eval_every=ctx.cfg.eval.every,
+        worker=worker,
+        resume_key=resume_key,
     )
     metrics = train_stage(run)
     checkpoint = metrics["checkpoint"]
+    if not worker.is_chief:
+        return metrics, checkpoint
     metrics.update(_final_evaluation(stage, evaluator, checkpoint, work, metrics))
     metrics["peak_rss_mb"] = peak_rss_mb()  # this stage's training and evaluation
     return metrics, checkpoint
+
+
+def _no_evaluation(_weights: str) -> dict:
+    """A non-chief worker writes the evaluation weights with the chief (collective) and stops there."""
+    return {}
 
 
 class _LazyEvaluator:

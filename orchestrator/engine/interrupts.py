@@ -135,10 +135,10 @@ def _exit_now(signum: int, line: str) -> NoReturn:
     if not _state.reported:
         _state.reported = True
         log.error("%s", line)
-    _flush_and_exit(128 + signum)
+    flush_and_exit(128 + signum)
 
 
-def _flush_and_exit(code: int) -> NoReturn:
+def flush_and_exit(code: int) -> NoReturn:
     """Flush the log handlers and std streams, then leave without the interpreter's teardown.
 
     Tearing down a process that built TensorFlow models garbage-collects for seconds (4-17 s
@@ -217,4 +217,4 @@ def exit_with(exc: Interrupted, logger: logging.Logger) -> NoReturn:
     _state.reported = True
     _close_progress_bars()  # the line starts a line of its own, not the end of a bar's
     logger.error("%s", exc)
-    _flush_and_exit(exc.code)
+    flush_and_exit(exc.code)

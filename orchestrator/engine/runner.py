@@ -34,6 +34,7 @@ from tqdm import tqdm
 from orchestrator.engine import audit as audit_lib
 from orchestrator.engine import interrupts
 from orchestrator.engine.anytime import AnytimeCurve, Evaluate
+from orchestrator.engine.distribute import LOST, Worker, lost_contact
 from orchestrator.engine.evaluate import EvaluationStopped
 from orchestrator.engine.step import make_train_step
 from orchestrator.layout import StageFiles, write_json
@@ -73,6 +74,8 @@ class StageRun:
     train: TrainConfig = field(default_factory=TrainConfig)  # strategy, cadence of logs/checkpoints
     evaluate: Evaluate | None = None  # periodic evaluation of the live weights (anytime curve)
     eval_every: int | None = None
+    worker: Worker = field(default_factory=lambda: Worker(None))  # strategy and cluster role
+    resume_key: str = ""  # multi-worker: where the chief publishes the checkpoint all resume from
 
     @property
     def files(self) -> StageFiles:
@@ -250,23 +253,30 @@ def _write_state(directory: Path, kept: list[Path]) -> None:
 def train_stage(run: StageRun) -> dict:
     """Train ``run`` to ``run.steps``; returns the stage metrics (also in ``metrics.json``)."""
     with interrupts.during(f"{run.name} training", stage=run.name):
-        return _train_stage(run)
+        try:
+            return _train_stage(run)
+        except LOST as exc:
+            if not run.worker.multi:
+                raise
+            raise lost_contact(f"training {run.name}", exc) from None
 
 
 def _train_stage(run: StageRun) -> dict:
     started = time.time()
     configs = builder.load_configs(run.pipeline_path)
-    strategy = make_strategy(run.train.strategy)
+    strategy = run.worker.strategy or make_strategy(run.train.strategy)
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     with strategy.scope():
         model = builder.build_model(configs, is_training=True)
-        data, first = _train_iterator(strategy, configs, model)
+        data, first = _train_iterator(strategy, configs, model, shard_data=run.worker.multi)
         builder.ensure_built(model, *first)
         groups = resolve_groups(model)
         global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         optimizer, lr_fn = builder.build_optimizer(configs, global_step)
         checkpoint = tf.train.Checkpoint(step=global_step, model=model, optimizer=optimizer)
-        resume = resume_point(run.checkpoint_dir, run.name)  # before the manager reads the state
+        # Before the manager reads the state; the other workers resume from the chief's choice.
+        resume = run.worker.decide(run.resume_key, lambda: resume_point(run.checkpoint_dir, run.name) or "")
+        resume = resume or None
         manager = tf.train.CheckpointManager(
             checkpoint, str(run.checkpoint_dir), max_to_keep=run.train.keep_checkpoints
         )
@@ -295,10 +305,11 @@ def _train_stage(run: StageRun) -> dict:
             num_replicas=strategy.num_replicas_in_sync,
         )
         train_fn = _TrainFn(strategy, step_fn)
-        curve = AnytimeCurve(
-            run.files, run.eval_every, run.evaluate, run.step_offset, int(global_step.numpy())
-        )
-        timings = _loop(run, train_fn, data, global_step, lr_fn, manager, _Anytime(curve, model))
+    distribution = _distribution(run, strategy, configs)
+    curve = AnytimeCurve(run.files, run.eval_every, run.evaluate, run.step_offset, int(global_step.numpy()))
+    # Outside the strategy's scope: evaluation builds its own model, which must not become a
+    # distributed one (under MultiWorkerMirroredStrategy the chief alone would create it and hang).
+    timings = _loop(run, train_fn, data, global_step, lr_fn, manager, _Anytime(curve, model))
     audit_result = audit_lib.audit(groups, snapshot, initial_digest)
     extra = {"proposer_audit": proposer_audit.check()} if proposer_audit is not None else {}
     metrics = {
@@ -314,22 +325,50 @@ def _train_stage(run: StageRun) -> dict:
         },
         "frozen_audit": audit_result,
         **extra,
+        "distribution": distribution,
         **curve.summary(),
     }
     write_json(run.files.metrics, metrics)
     return metrics
 
 
-def _train_iterator(strategy, configs, model) -> tuple:
+def _distribution(run: StageRun, strategy, configs) -> dict:
+    """How the global batch is split: the figures a multi-worker run is checked against."""
+    replicas = strategy.num_replicas_in_sync
+    batch = configs["train_config"].batch_size
+    role = run.worker.role
+    out = {
+        "strategy": str(run.train.strategy.value),
+        "workers": role.count if run.worker.multi else 1,
+        "replicas": replicas,
+        "global_batch": batch,
+        "per_replica_batch": batch // replicas,
+    }
+    if run.worker.multi:
+        log.info("%s: %s trains a per-replica batch of %d of global %d over %d replicas",
+                 run.name, role.name, batch // replicas, batch, replicas)  # fmt: skip
+    return out
+
+
+def _train_iterator(strategy, configs, model, shard_data: bool = False) -> tuple:
     """(training iterator, one batch to build the model with).
 
     On one replica the batch comes from the training iterator itself: the OD API input
     pipeline costs seconds to build (autograph converts its map functions), so it is built once.
     A distributed iterator yields per-replica batches, so the model gets its own plain batch.
+    Across workers (``shard_data``) every worker reads the same global batches and keeps its own
+    slice of each (sharding by data: the built-in data is one file, and the OD API shards by
+    file); the batch after the model's is step 1's, as on one replica.
     """
     if strategy.num_replicas_in_sync == 1:
         data = iter(builder.train_dataset(configs, model))
         return data, next(data)
+    if shard_data:
+        dataset = builder.train_dataset(configs, model)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        distributed = strategy.experimental_distribute_dataset(dataset.skip(1).with_options(options))
+        return iter(distributed), next(iter(dataset))
     first = next(iter(builder.train_dataset(configs, model)))
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: builder.train_dataset(configs, model, input_context=ctx)
@@ -440,8 +479,12 @@ def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager, 
     bar = tqdm(
         total=run.steps, initial=start, desc=run.name, unit="step", mininterval=2.0, dynamic_ncols=True
     )
+    # Across workers a signal stops at once (the last checkpoint is the resume point): a save
+    # after the step in progress would be a collective the other workers are not making.
+    stop_after_step = contextlib.nullcontext() if run.worker.multi else interrupts.training()
+    first_losses: dict = {}
     try:
-        with writer.as_default(), interrupts.training():
+        with writer.as_default(), stop_after_step:
             while step < run.steps and not interrupts.requested():
                 n = 1 if step == start else _chunk(step, run)  # the first call traces: keep it alone
                 tick = time.time()
@@ -454,6 +497,7 @@ def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager, 
                 ran_losses, bad, ran = out
                 if ran:
                     losses = ran_losses
+                    first_losses = first_losses or dict(ran_losses)
                     step_times += [(time.time() - tick) / ran] * ran
                     first_step_at = first_step_at or tick
                 if bad >= 0:
@@ -488,6 +532,7 @@ def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager, 
         "train_seconds": round(sum(step_times), 2),
         "step_time_ms_median": round(1000 * float(np.median(steady)), 2) if steady else None,
         "final_losses": losses,
+        "first_step_losses": first_losses,
     }
 
 

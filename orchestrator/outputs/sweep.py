@@ -27,6 +27,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from orchestrator import cluster
 from orchestrator.layout import file_lock, write_json
 from orchestrator.outputs import study
 
@@ -193,8 +194,8 @@ class SweepSummary(Callback):
         self._started = time.time()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
+        if config.hydra.mode != RunMode.MULTIRUN or cluster.is_follower():
+            return  # a multi-worker job's other workers leave its status to the chief
         job_dir = Path(config.hydra.runtime.output_dir)
         failed = job_return.status != JobStatus.COMPLETED
         status = {

@@ -100,7 +100,11 @@ printf 'JobID|State|NodeList\\n4242_0|FAILED|node1\\n4242_1|FAILED|node1\\n'
 
 
 @pytest.mark.slow
-def test_slurm_cluster_launcher_submits_what_the_config_asks(tmp_path, cache_dir):
+@pytest.mark.parametrize(
+    ("launcher", "extra", "nodes"),
+    [("slurm_cluster", [], "1"), ("slurm_multi_worker", ["train.strategy=multi_worker"], "2")],
+)
+def test_slurm_cluster_launcher_submits_what_the_config_asks(tmp_path, cache_dir, launcher, extra, nodes):
     """``hydra/launcher=slurm_cluster`` through the real Hydra launcher and submitit's SLURM executor.
 
     There is no cluster here: stand-ins on PATH (``srun`` only needs to exist) keep the batch
@@ -115,8 +119,8 @@ def test_slurm_cluster_launcher_submits_what_the_config_asks(tmp_path, cache_dir
         (bin_dir / name).chmod(0o755)
     env = {**os.environ, "FRCNN_ALT_CACHE": str(cache_dir), "CAPTURE": str(capture),
            "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
-    cmd = [sys.executable, "-m", "orchestrator", "-m", "stage=plan", "seed=0,1", "hydra/launcher=slurm_cluster",
-           "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    cmd = [sys.executable, "-m", "orchestrator", "-m", "stage=plan", "seed=0,1", f"hydra/launcher={launcher}",
+           "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path / 'sweep'}", *extra]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     script = (capture / "submission.sh").read_text()
     for line in (
@@ -124,7 +128,7 @@ def test_slurm_cluster_launcher_submits_what_the_config_asks(tmp_path, cache_dir
         "#SBATCH --cpus-per-task=8",
         "#SBATCH --gpus-per-node=1",
         "#SBATCH --ntasks-per-node=1",
-        "#SBATCH --nodes=1",
+        f"#SBATCH --nodes={nodes}",
         "#SBATCH --mem=32GB",
         "#SBATCH --partition=gpu",
         "#SBATCH --array=0-1%2",  # two jobs: array_parallelism 16 capped at the job count
