@@ -49,6 +49,7 @@ def main(cfg: DictConfig) -> float:
             from orchestrator.engine import distribute
 
             worker = distribute.start(config.train, role)  # before TensorFlow runs anything
+            interrupts.reinstall()  # TensorFlow's coordination service takes SIGTERM for itself
             value = run(config, run_dir, stage_store=store, worker=worker)
         except UserError as exc:
             log.error("%s: %s", type(exc).__name__, exc)

@@ -102,6 +102,7 @@ def wait_all(procs: list[Proc], timeout: float) -> list[int]:
 
 
 def kill(procs: list[Proc], sig: int = signal.SIGKILL) -> None:
+    """Signal each live process's group (each worker is a session of its own) and wait for it."""
     for p in procs:
         if p.popen.poll() is None:
             try:
