@@ -211,7 +211,10 @@ def reinstall() -> None:
     C-level SIGTERM handler of its own (a preemption notifier); measured on TF 2.15 with two
     workers: SIGTERM to one was swallowed and the run went on to its end.
     """
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _on_signal:
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is _on_signal
+    ):
         for s in SIGNALS:
             signal.signal(s, _on_signal)
 
