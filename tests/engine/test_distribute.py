@@ -39,6 +39,7 @@ def test_multi_worker_after_tensorflow_ran_is_refused_with_the_way_out():
     assert distribute.start(TrainConfig(), None).strategy is None  # default: a strategy per stage
 
 
+@pytest.mark.slow  # a fresh interpreter importing TensorFlow and the OD API: ~15 s
 def test_the_entry_point_runs_no_tensorflow_before_the_strategy_is_made():
     """Everything ``__main__`` imports before ``distribute.start`` leaves the eager context unstarted."""
     code = (
