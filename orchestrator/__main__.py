@@ -53,7 +53,9 @@ def main(cfg: DictConfig) -> float:
             value = run(config, run_dir, stage_store=store, worker=worker)
         except UserError as exc:
             log.error("%s: %s", type(exc).__name__, exc)
-            if multirun and not (worker and worker.multi):
+            if multirun:
+                if worker is not None:
+                    worker.close()
                 raise  # Hydra marks this job failed and the sweep summary reports it
             _exit(2, worker)
         except interrupts.Interrupted as exc:

@@ -7,6 +7,8 @@ run directory's lock for the whole call: one writer per run directory.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from orchestrator.chain import chain
-from orchestrator.cluster import role_from_env
+from orchestrator.cluster import ClusterError, role_from_env
 from orchestrator.engine import distribute
 from orchestrator.engine.distribute import Worker
 from orchestrator.layout import run_dir_lock
@@ -22,6 +24,7 @@ from orchestrator.outputs import report
 from orchestrator.outputs.plan_table import plan_table
 from orchestrator.outputs.tensorboard import write_run_summaries
 from orchestrator.plan.context import RunContext
+from orchestrator.plan.fingerprint import code_version
 from orchestrator.plan.stage_plan import preflight, require_done, stage_order, stages_to_run
 from stages import pipeline as pipelines
 from stages.spec import Command, Config, ExportFormat, Runtime, SpecError, to_object, validate_config
@@ -50,29 +53,54 @@ def run(cfg, run_dir: Path, stage_store: Path | None = None, worker: Worker | No
     run_dir = Path(run_dir)
     if worker is None:
         worker = distribute.start(config.train, role_from_env())
+    run_key = f"frcnn-alt/run/{worker.next_run()}"  # every worker makes the same calls in order
+    identity = _identity(config, run_dir)
     if not worker.is_chief:
-        return _follow(config, run_dir, worker)
+        return _follow(config, run_dir, worker, run_key, identity)
+    if worker.multi:
+        worker.decide(run_key, lambda: identity)
     with run_dir_lock(run_dir, wait=config.wait_for_lock):
         value = _dispatch(config, run_dir, stage_store, worker)
     if worker.multi:
-        worker.decide(_finished_key(run_dir), lambda: "finished")  # the others may leave now
+        worker.decide(f"{run_key}/finished", lambda: "finished")  # the others may leave now
+        worker.leave_together(f"{run_key}/exit")
     return value
 
 
-def _finished_key(run_dir: Path) -> str:
-    return f"{run_dir}/finished"
+def _identity(config: Config, run_dir: Path) -> str:
+    """What every worker must agree on before any of them waits for another's decision."""
+    settings = OmegaConf.to_yaml(OmegaConf.structured(config))
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
+    return json.dumps({"run directory": str(run_dir), "config": digest, "training code": code_version()})
 
 
-def _follow(config: Config, run_dir: Path, worker: Worker) -> float:
+def _follow(config: Config, run_dir: Path, worker: Worker, run_key: str, identity: str) -> float:
     """A non-chief worker: train the stages the chief trains, in step with it, then wait for it."""
-    if config.stage in (Command.plan, Command.compare, Command.export, Command.predict):
-        log.info("stage=%s trains nothing: %s has nothing to do", config.stage.value, worker.role.name)
-        return 0.0
-    worker.decide(f"{run_dir}/context", str)  # the chief has validated the data and locked the run
-    ctx = RunContext.create(config, run_dir, stages_to_run(config))
-    chain.run_stages(ctx, stages_to_run(config), worker)
-    worker.decide(_finished_key(run_dir), str)  # the chief's comparison and exports are done
-    return final_map(ctx)
+    _same_as_chief(json.loads(worker.decide(run_key, str)), json.loads(identity), worker)
+    trains = config.stage not in (Command.plan, Command.compare, Command.export, Command.predict)
+    value = 0.0
+    if trains:
+        chief_fingerprints = worker.decide(f"{run_dir}/context", str)  # data validated, run locked
+        ctx = RunContext.create(config, run_dir, stages_to_run(config))
+        _same_as_chief({"stage fingerprints": json.loads(chief_fingerprints)},
+                       {"stage fingerprints": ctx.fingerprints}, worker)  # fmt: skip
+        chain.run_stages(ctx, stages_to_run(config), worker)
+    else:
+        log.info("stage=%s trains nothing: %s waits for the chief", config.stage.value, worker.role.name)
+    worker.decide(f"{run_key}/finished", str)  # the chief's comparison and exports are done
+    worker.leave_together(f"{run_key}/exit")
+    return final_map(ctx) if trains else value
+
+
+def _same_as_chief(chief: dict, mine: dict, worker: Worker) -> None:
+    """Workers that disagree on these would wait forever for decisions keyed by them: stop now."""
+    for what, value in chief.items():
+        if mine.get(what) != value:
+            raise ClusterError(
+                f"{worker.role.name}'s {what} differs from the chief's ({mine.get(what)} vs {value}): start "
+                "every worker with the same command, the same hydra.run.dir and data.cache_dir on a shared "
+                "filesystem, and the same code."
+            )
 
 
 def _dispatch(config: Config, run_dir: Path, stage_store: Path | None, worker: Worker) -> float:
@@ -81,7 +109,7 @@ def _dispatch(config: Config, run_dir: Path, stage_store: Path | None, worker: W
     preflight(config, run_dir)  # before any data or model work
     ctx = RunContext.create(config, run_dir, names, stage_store)
     if worker.multi and command not in (Command.plan, Command.compare, Command.export, Command.predict):
-        worker.decide(f"{run_dir}/context", lambda: "ready")
+        worker.decide(f"{run_dir}/context", lambda: json.dumps(ctx.fingerprints))
     log.info(
         "frcnn-alt: stage=%s model=%s data=%s -> %s",
         command.value,

@@ -14,6 +14,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from orchestrator import cluster
+
 
 def writable_dir_problem(path: Path) -> str | None:
     """None if ``path`` can be created and written, else the reason."""
@@ -29,6 +31,8 @@ def writable_dir_problem(path: Path) -> str | None:
 
 class OutputDirCheck(Callback):
     def _check(self, key: str, value: str) -> None:
+        if cluster.is_follower():
+            return  # the chief checks (and writes) the shared run directory
         problem = writable_dir_problem(Path(value))
         if problem:
             print(

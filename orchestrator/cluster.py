@@ -66,7 +66,7 @@ def role_from_env(env: Mapping[str, str] | None = None) -> Role | None:
     env = os.environ if env is None else env
     if env.get("TF_CONFIG"):
         return _from_tf_config(env["TF_CONFIG"])
-    tasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
+    tasks = env.get("SLURM_STEP_NUM_TASKS")  # set by srun; a batch script's own SLURM_NTASKS is not a step
     if tasks and int(tasks) > 1 and "SLURM_PROCID" in env:
         index = int(env["SLURM_PROCID"])
         return Role("worker", index, int(tasks), index == 0, "SLURM")
@@ -91,8 +91,14 @@ def check_strategy(strategy: str, role: Role | None) -> None:
 
 
 def is_follower(env: Mapping[str, str] | None = None) -> bool:
-    """A non-chief worker of a multi-worker run (it writes only its own log)."""
-    role = role_from_env(env)
+    """A non-chief worker of a multi-worker run (it writes only its own log).
+
+    A broken ``TF_CONFIG`` counts as no cluster here: the entry point then reports it in one line.
+    """
+    try:
+        role = role_from_env(env)
+    except ClusterError:
+        return False
     return role is not None and role.count > 1 and not role.is_chief
 
 
@@ -101,8 +107,7 @@ def _hydra_subdir(default: str = ".hydra") -> str | None:
 
 
 def _log_name(default: str) -> str:
-    role = role_from_env()
-    return role.log_name if is_follower() and role else default
+    return role_from_env().log_name if is_follower() else default
 
 
 def register_resolvers() -> None:

@@ -270,6 +270,13 @@ def publish(key: str, value: str) -> None:
     context.context().set_config_key_value(key, value)
 
 
+def barrier(name: str, timeout_s: int) -> None:
+    """Wait until every worker reached ``name`` (eager/context.py ``wait_at_barrier``)."""
+    from tensorflow.python.eager import context
+
+    context.context().wait_at_barrier(name, timeout_s * 1000)
+
+
 def receive(key: str) -> str:
     """Blocks until the key is published (a dead publisher fails it through the heartbeat)."""
     from tensorflow.python.eager import context
@@ -290,4 +297,7 @@ def slurm_cluster_resolver(port_base: int, gpus_on_node: int):
     resolver = tf.distribute.cluster_resolver.SlurmClusterResolver
     if gpus_on_node:
         return resolver(port_base=port_base, gpus_per_node=gpus_on_node)
-    return resolver(port_base=port_base, gpus_per_node=1024, gpus_per_task=1, auto_set_gpu=False)
+    cpu_only = resolver(port_base=port_base, gpus_per_node=1024, gpus_per_task=1, auto_set_gpu=False)
+    # ... and its notional GPUs must not reach the strategy, which would place replicas on them.
+    cpu_only.num_accelerators = lambda *args, **kwargs: {}
+    return cpu_only

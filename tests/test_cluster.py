@@ -63,3 +63,16 @@ def test_slurm_environment_becomes_the_cluster_tensorflow_connects(monkeypatch):
     resolver = distribute._cluster_resolver(TrainConfig(), cluster.role_from_env())
     assert resolver.cluster_spec().as_dict() == {"worker": ["node1:24711", "node2:24711"]}
     assert (resolver.task_type, resolver.task_id) == ("worker", 1)
+    assert resolver.num_accelerators() == {}  # a CPU node: no notional GPU reaches the strategy
+
+
+def test_workers_that_disagree_on_the_run_stop_with_the_fix_instead_of_waiting_forever():
+    from orchestrator.app import _same_as_chief
+    from orchestrator.engine.distribute import Worker
+
+    worker = Worker(None, cluster.role_from_env(tf_config(TWO, "worker", 1)))
+    _same_as_chief({"run directory": "/shared/r1"}, {"run directory": "/shared/r1"}, worker)
+    with pytest.raises(
+        ClusterError, match="worker:1's run directory differs from the chief's .*same hydra.run.dir"
+    ):
+        _same_as_chief({"run directory": "/shared/r1"}, {"run directory": "outputs/12-00-01"}, worker)

@@ -32,12 +32,13 @@ from stages.spec import Strategy, TrainConfig
 
 log = logging.getLogger(__name__)
 
+# What a lost peer raises in a collective or a coordination call (measured: UnavailableError,
+# "Collective ops is aborted by: Connection reset by peer"); other errors keep their traceback.
 LOST = (
     tf.errors.UnavailableError,
     tf.errors.AbortedError,
     tf.errors.CancelledError,
     tf.errors.DeadlineExceededError,
-    tf.errors.InternalError,
 )
 
 
@@ -49,6 +50,7 @@ class Worker:
     role: Role | None = None
     scratch: Path | None = None  # non-chief only: where its collective writes go
     published: dict[str, str] = field(default_factory=dict)  # chief: what it already decided
+    runs: list[int] = field(default_factory=list)  # app.run calls in this process (sweeps: several)
 
     @property
     def multi(self) -> bool:
@@ -62,15 +64,28 @@ class Worker:
         """The chief runs ``decision`` and publishes it; the other workers wait for its answer."""
         if not self.multi:
             return decision()
-        if self.is_chief:
-            if key not in self.published:  # a key is published once; later calls repeat it
-                self.published[key] = decision()
-                compat.publish(key, self.published[key])
-            return self.published[key]
         try:
+            if self.is_chief:
+                if key not in self.published:  # a key is published once; later calls repeat it
+                    self.published[key] = decision()
+                    compat.publish(key, self.published[key])
+                return self.published[key]
             return compat.receive(key)
         except LOST as exc:
-            raise lost_contact(f"waiting for the chief's {key!r}", exc) from None
+            raise lost_contact(f"exchanging {key!r}", exc) from None
+
+    def leave_together(self, name: str, timeout_s: int = 120) -> None:
+        """Every worker waits here, so none leaves while another still reads from it."""
+        if self.multi:
+            try:
+                compat.barrier(name, timeout_s)
+            except LOST as exc:
+                raise lost_contact(f"leaving ({name})", exc) from None
+
+    def next_run(self) -> int:
+        """The number of this ``app.run`` call in the process; keys of one run share it."""
+        self.runs.append(len(self.runs))
+        return self.runs[-1]
 
     def close(self) -> None:
         """Remove the scratch directory (a multi-worker process leaves without running atexit)."""
@@ -88,8 +103,8 @@ class Worker:
 def lost_contact(during: str, exc: BaseException) -> ClusterError:
     first = (str(exc).strip().splitlines() or ["(no message)"])[0][:300]
     return ClusterError(
-        f"lost contact with another worker while {during} ({type(exc).__name__}: {first}). The last "
-        "checkpoint is kept; restart every worker with the same command to resume."
+        f"lost contact with another worker while {during} ({type(exc).__name__}: {first}). Finished "
+        "stages and the last checkpoint are kept; restart every worker with the same command to resume."
     )
 
 
@@ -110,7 +125,13 @@ def start(train: TrainConfig, role: Role | None) -> Worker:
         )
     resolver = _cluster_resolver(train, role)
     compat.configure_coordination(resolver, train.heartbeat_timeout_s, train.cluster_timeout_s)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    except LOST as exc:
+        raise ClusterError(
+            f"the workers did not all start within train.cluster_timeout_s={train.cluster_timeout_s} "
+            f"({type(exc).__name__}); start the same command on every host of the cluster description"
+        ) from None
     scratch = None
     if role is not None and not role.is_chief:
         scratch = Path(tempfile.mkdtemp(prefix=f"frcnn-alt-{role.log_name}-"))

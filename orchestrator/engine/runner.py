@@ -309,7 +309,7 @@ def _train_stage(run: StageRun) -> dict:
     curve = AnytimeCurve(run.files, run.eval_every, run.evaluate, run.step_offset, int(global_step.numpy()))
     # Outside the strategy's scope: evaluation builds its own model, which must not become a
     # distributed one (under MultiWorkerMirroredStrategy the chief alone would create it and hang).
-    timings = _loop(run, train_fn, data, global_step, lr_fn, manager, _Anytime(curve, model))
+    timings = _loop(run, train_fn, data, global_step, lr_fn, manager, _Anytime(curve, model), resume)
     audit_result = audit_lib.audit(groups, snapshot, initial_digest)
     extra = {"proposer_audit": proposer_audit.check()} if proposer_audit is not None else {}
     metrics = {
@@ -470,7 +470,16 @@ class _Anytime:
     model: object
 
 
-def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager, anytime: _Anytime) -> dict:
+def _loop(
+    run: StageRun,
+    train_fn: _TrainFn,
+    data,
+    global_step,
+    lr_fn,
+    manager,
+    anytime: _Anytime,
+    resume: str | None,
+) -> dict:
     writer = tf.summary.create_file_writer(str(run.files.train_events))
     start = step = int(global_step.numpy())
     step_times: list[float] = []
@@ -522,7 +531,7 @@ def _loop(run: StageRun, train_fn: _TrainFn, data, global_step, lr_fn, manager, 
     finally:
         bar.close()
         writer.flush()
-    if not manager.latest_checkpoint:
+    if not manager.latest_checkpoint and not resume:  # every worker alike (saving is collective)
         manager.save(checkpoint_number=int(global_step.numpy()))
         anytime.curve.checkpointed(int(global_step.numpy()))
     steady = step_times[1:] or step_times
