@@ -13,7 +13,7 @@ from orchestrator.engine import runner
 from orchestrator.engine.audit import AuditError
 from orchestrator.odapi import restore
 from orchestrator.odapi.tiny_extractor import build_backbone
-from stages.groups import ModuleGroups, resolve_groups
+from stages.groups import ModuleGroups, pin_batch_norm, resolve_groups
 from stages.spec import GROUPS
 from tests.helpers import built_model, spec_of, stage_run, tiny_pipeline
 
@@ -30,6 +30,8 @@ def test_unfreezing_one_batchnorm_layer_fails_the_audit(tmp_path, compose_config
         shared.trainable = True  # Keras: a frozen parent would override its children
         for layer in shared.layers:
             layer.trainable = layer.name == "block1_bn"  # one BN layer un-frozen: its stats move
+            if layer.trainable:
+                pin_batch_norm(layer, frozen=False)  # ... and back in training mode, as if never frozen
 
     monkeypatch.setattr(ModuleGroups, "set_trainable", leaky)
     run = stage_run(tmp_path, spec, steps=2)
