@@ -41,12 +41,9 @@ import time
 from pathlib import Path
 
 from bench import cadence, evidence, stacks
-from bench.processes import ROOT, run_case, spawn
+from bench.processes import ROOT, spawn
+from bench.processes import run_case as case
 from bench.report import STAGES, write
-
-
-def case(name: str, env: dict, **kwargs) -> dict:
-    return run_case(name, env, **kwargs)
 
 
 def cli(args: list[str], env: dict) -> dict:

@@ -40,17 +40,19 @@ def defaults() -> dict[str, str]:
 
 def collect(sweep_dir: Path) -> dict:
     """The evidence of one sweep directory, with the command that made it and when it ran."""
-    jobs = [study.read_job(d) for d in study.job_dirs(sweep_dir)]
+    dirs = study.job_dirs(sweep_dir)
+    jobs = [study.read_job(d) for d in dirs]
     task = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
-    finished = [d / "job_status.json" for d in study.job_dirs(sweep_dir) if (d / "job_status.json").exists()]
-    stamps = sorted(time.strftime("%Y-%m-%d", time.gmtime(p.stat().st_mtime)) for p in finished)
+    finished = [d / "job_status.json" for d in dirs if (d / "job_status.json").exists()]
+    stamps = {time.strftime("%Y-%m-%d", time.gmtime(p.stat().st_mtime)) for p in finished}
+    settings = defaults()
     return {
         "sweep": str(sweep_dir),
         "command": "python -m orchestrator -m " + " ".join(task),
         "jobs": {"used": sum(j["state"] == "used" for j in jobs), "all": len(jobs)},
-        "dates": sorted(set(stamps)),
-        "defaults": defaults(),
-        **evidence.analyse(jobs, defaults()),
+        "dates": sorted(stamps),
+        "defaults": settings,
+        **evidence.analyse(jobs, settings),
     }
 
 

@@ -30,6 +30,8 @@ from stages import pipeline as pipelines
 from stages.spec import Command, Config, ExportFormat, Runtime, SpecError, to_object, validate_config
 
 log = logging.getLogger(__name__)
+# Commands that train nothing: a non-chief worker only waits for the chief to finish them.
+TRAINS_NOTHING = (Command.plan, Command.compare, Command.export, Command.predict)
 
 
 def quiet_tensorflow() -> None:
@@ -77,19 +79,18 @@ def _identity(config: Config, run_dir: Path) -> str:
 def _follow(config: Config, run_dir: Path, worker: Worker, run_key: str, identity: str) -> float:
     """A non-chief worker: train the stages the chief trains, in step with it, then wait for it."""
     _same_as_chief(json.loads(worker.decide(run_key, str)), json.loads(identity), worker)
-    trains = config.stage not in (Command.plan, Command.compare, Command.export, Command.predict)
-    value = 0.0
-    if trains:
+    if config.stage not in TRAINS_NOTHING:
         chief_fingerprints = worker.decide(f"{run_dir}/context", str)  # data validated, run locked
         ctx = RunContext.create(config, run_dir, stages_to_run(config))
         _same_as_chief({"stage fingerprints": json.loads(chief_fingerprints)},
                        {"stage fingerprints": ctx.fingerprints}, worker)  # fmt: skip
         chain.run_stages(ctx, stages_to_run(config), worker)
     else:
+        ctx = None
         log.info("stage=%s trains nothing: %s waits for the chief", config.stage.value, worker.role.name)
     worker.decide(f"{run_key}/finished", str)  # the chief's comparison and exports are done
     worker.leave_together(f"{run_key}/exit")
-    return final_map(ctx) if trains else value
+    return final_map(ctx) if ctx else 0.0
 
 
 def _same_as_chief(chief: dict, mine: dict, worker: Worker) -> None:
@@ -108,7 +109,7 @@ def _dispatch(config: Config, run_dir: Path, stage_store: Path | None, worker: W
     names = stages_to_run(config)
     preflight(config, run_dir)  # before any data or model work
     ctx = RunContext.create(config, run_dir, names, stage_store)
-    if worker.multi and command not in (Command.plan, Command.compare, Command.export, Command.predict):
+    if worker.multi and command not in TRAINS_NOTHING:
         worker.decide(f"{run_dir}/context", lambda: json.dumps(ctx.fingerprints))
     log.info(
         "frcnn-alt: stage=%s model=%s data=%s -> %s",

@@ -16,11 +16,12 @@ scratch directory, removed at exit, like the stock loop's ``temp_worker_NNN`` di
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,7 @@ class Worker:
     role: Role | None = None
     scratch: Path | None = None  # non-chief only: where its collective writes go
     published: dict[str, str] = field(default_factory=dict)  # chief: what it already decided
-    runs: list[int] = field(default_factory=list)  # app.run calls in this process (sweeps: several)
+    runs: Iterator[int] = field(default_factory=itertools.count)  # numbers this process's app.run calls
 
     @property
     def multi(self) -> bool:
@@ -84,8 +85,7 @@ class Worker:
 
     def next_run(self) -> int:
         """The number of this ``app.run`` call in the process; keys of one run share it."""
-        self.runs.append(len(self.runs))
-        return self.runs[-1]
+        return next(self.runs)
 
     def close(self) -> None:
         """Remove the scratch directory (a multi-worker process leaves without running atexit)."""
