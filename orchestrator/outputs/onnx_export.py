@@ -7,8 +7,8 @@ output names. The ONNX model keeps the exporter's signature (uint8 ``input_tenso
 like the SavedModel.
 
 Opset 17 by default: tf2onnx 1.17 converts the OD API's Faster R-CNN at opsets 11-18 (10 fails on
-a non-constant pad, 19+ is not supported yet); 17 is the newest that ONNX Runtime and TensorRT >= 8.6
-both read. Written to a temp file and renamed; skipped when already converted from the same
+a non-constant pad, 19+ is not supported yet), and every one of them passes the parity check here;
+17 keeps one opset below the converter's ceiling (which TensorRT versions read it is not checked here). Written to a temp file and renamed; skipped when already converted from the same
 SavedModel at the same opset.
 """
 
