@@ -18,7 +18,9 @@ stage from the stage's own ``metrics.json``):
 7. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
    against the training CPU seconds the comparison's time verdicts use (``--only neighbour``
    runs just this and keeps the other figures).
-8. evidence: the defaults study, read from a sweep directory (:mod:`bench.evidence`; only with
+8. caching: stage 2 on cached proposals against the live frozen proposer, tiny, fresh processes
+   in alternation (:mod:`bench.caching`; only with ``--only caching``, about 10 minutes).
+9. evidence: the defaults study, read from a sweep directory (:mod:`bench.evidence`; only with
    ``--only evidence --sweep DIR``; the sweep itself takes hours and is run apart).
 
 The whole run uses 500 steps a stage (the default config has 1000) so that the command stays
@@ -40,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cadence, evidence, stacks
+from bench import caching, cadence, evidence, stacks
 from bench.processes import ROOT, spawn
 from bench.processes import run_case as case
 from bench.report import STAGES, write
@@ -211,7 +213,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["neighbour", "cadence", "stacks", "evidence", "latency"],
+        choices=["neighbour", "cadence", "stacks", "evidence", "latency", "caching"],
         help="run one case, keep the other figures of bench/results.json",
     )
     parser.add_argument(
@@ -252,6 +254,8 @@ def main() -> None:
                 m: case("latency", env, pipeline=plan_pipeline(tmp, env, m), images=10 if quick else 50)
                 for m in ("tiny", "resnet50")
             }
+        elif args.only == "caching":
+            kept["caching"] = caching.run_all(tmp, env, quick)
         elif args.only == "cadence":
             kept["cadence"] = cadence.run_all(tmp, env, quick)
         else:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import evidence
+from bench import caching, evidence
 
 STAGES = ["s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head", "end_to_end"]
 
@@ -124,6 +124,7 @@ def write(results: dict, out_dir: Path) -> None:
         *cadence_section(results),
         *stacks_section(results),
         *latency_section(results),
+        *caching.section(results),
         "## The step alone: our end_to_end step against the stock `model_lib_v2.train_loop` (128x128, batch 2)",
         "",
         *overhead_table(results["overhead"]),

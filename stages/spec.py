@@ -55,6 +55,13 @@ class Runtime(str, Enum):
     onnx = "onnx"
 
 
+class CacheMode(str, Enum):
+    """Whether a stage trains on outputs of its frozen parts computed once (``cache.mode``)."""
+
+    auto = "auto"  # wherever it is exact (stages/cache.py says when); otherwise one log line
+    off = "off"
+
+
 class Strategy(str, Enum):
     default = "default"
     mirrored = "mirrored"
@@ -270,6 +277,16 @@ class BudgetConfig:
 
 
 @dataclass
+class CacheConfig:
+    """Frozen parts computed once per (image, flip) instead of every step ("Caching" in the README).
+
+    Today: stage 2's frozen stage-1 proposals, held in memory.
+    """
+
+    mode: CacheMode = CacheMode.auto
+
+
+@dataclass
 class Config:
     stage: Command = Command.all
     steps: int = 600  # per alternating stage, when budget.total is not set
@@ -285,6 +302,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 class SpecError(UserError, ValueError):

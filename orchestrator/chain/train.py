@@ -13,6 +13,7 @@ from orchestrator.engine.memory import peak_rss_mb, reset_peak_rss
 from orchestrator.engine.runner import Proposer, StageRun, train_stage
 from orchestrator.layout import StageFiles
 from orchestrator.plan.context import ResolvedStage, RunContext
+from stages import cache as cache_policy
 from stages import pipeline as pipelines
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ def train_and_evaluate(
             stage.proposer.pipeline, work.proposer, f"frozen proposer: {stage.proposer.stage}"
         )
         proposer = Proposer(stage.proposer.stage, path, stage.proposer.checkpoint)
+    cache = cache_policy.proposal_cache(
+        stage.plan.spec, stage.pipeline, ctx.cfg.cache.mode, ctx.cfg.train.strategy
+    )
+    if cache is not None:
+        log.info(cache.why)
     tf.keras.backend.clear_session()
     # Seeded per stage, whatever ran before it in this process: `stage=all` and one process
     # per stage initialise fresh heads and shuffle the data alike.
@@ -63,6 +69,7 @@ def train_and_evaluate(
         eval_every=ctx.cfg.eval.every,
         worker=worker,
         resume_key=resume_key,
+        cache=cache,
     )
     metrics = train_stage(run)
     checkpoint = metrics["checkpoint"]

@@ -7,7 +7,9 @@ Call order inside :func:`train_stage` (like detectron2's ``HookBase`` docstring)
    (:func:`resume_point`: unreadable ones are logged, deleted and the next older one tried)
    or initialise from the stage's sources (:mod:`orchestrator.odapi.restore`);
 3. freeze: ``trainable = False`` on the frozen groups; snapshot them for the audit;
-4. build the frozen proposer, if the spec names one;
+4. build the frozen proposer, if the spec names one; where :mod:`stages.cache` allows it, run
+   it once over the training images (:mod:`orchestrator.engine.cache`) and drop it, so the
+   stage trains on its cached proposals;
 5. loop: the inner step (:mod:`orchestrator.engine.step`), summaries every ``log_every`` steps,
    a checkpoint every ``checkpoint_every`` steps and at the end; a non-finite loss stops the
    stage and keeps the last good checkpoint; SIGINT/SIGTERM (:mod:`orchestrator.engine.interrupts`)
@@ -32,6 +34,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from orchestrator.engine import audit as audit_lib
+from orchestrator.engine import cache as cache_lib
 from orchestrator.engine import interrupts
 from orchestrator.engine.anytime import AnytimeCurve, Evaluate
 from orchestrator.engine.distribute import LOST, Worker, lost_contact
@@ -39,6 +42,7 @@ from orchestrator.engine.evaluate import EvaluationStopped
 from orchestrator.engine.step import make_train_step
 from orchestrator.layout import StageFiles, write_json
 from orchestrator.odapi import builder, proposals, restore
+from stages.cache import CacheDecision
 from stages.errors import UserError
 from stages.groups import resolve_groups
 from stages.spec import StageSpec, Strategy, TrainConfig
@@ -76,6 +80,7 @@ class StageRun:
     eval_every: int | None = None
     worker: Worker = field(default_factory=lambda: Worker(None))  # strategy and cluster role
     resume_key: str = ""  # multi-worker: where the chief publishes the checkpoint all resume from
+    cache: CacheDecision | None = None  # stage 2: train on the frozen proposer's cached proposals
 
     @property
     def files(self) -> StageFiles:
@@ -118,7 +123,9 @@ class _ProposerAudit:
         return audit_lib.audit(self.groups, self.snapshot, self.snapshot.digest())
 
 
-def _predict_fn(run: StageRun, model, proposer_model):
+def _predict_fn(run: StageRun, model, proposer_model, lookup):
+    if lookup is not None:
+        return proposals.cached_proposals_predict(model, lookup)
     if proposer_model is not None:
         return proposals.frozen_proposer_predict(model, proposer_model)
     if run.spec.skips_second_stage:
@@ -291,27 +298,27 @@ def _train_stage(run: StageRun) -> dict:
         _log_groups(run, groups, report, model.trainable_variables)
         snapshot = audit_lib.Snapshot.take(groups, run.spec.frozen_groups)
         initial_digest = audit_lib.load_or_store_digest(run.files.audit_init, snapshot)
-        proposer_model = proposer_audit = None
-        if run.proposer is not None:
-            proposer_model, proposer_groups = build_frozen_proposer(run.proposer, *first)
-            proposer_audit = _ProposerAudit(proposer_groups)
-            log.info("  proposals from frozen %s (%s)", run.proposer.stage, run.proposer.checkpoint)
+        proposer_model, proposer_audit, cached, extra = _proposals(run, configs, first)
+        lookup = cache_lib.ProposalLookup(cached) if cached is not None else None
         step_fn = make_train_step(
             model,
             optimizer,
-            _predict_fn(run, model, proposer_model),
-            first_stage_only=run.spec.skips_second_stage and proposer_model is None,
+            _predict_fn(run, model, proposer_model, lookup),
+            first_stage_only=run.spec.skips_second_stage and run.proposer is None,
             clip_norm=configs["train_config"].gradient_clipping_by_norm or None,
             num_replicas=strategy.num_replicas_in_sync,
         )
         train_fn = _TrainFn(strategy, step_fn)
     distribution = _distribution(run, strategy, configs)
     curve = AnytimeCurve(run.files, run.eval_every, run.evaluate, run.step_offset, int(global_step.numpy()))
+    if cached is not None:  # building the cache is part of what training this stage cost
+        curve.train_cpu += cached.build_cpu_seconds
     # Outside the strategy's scope: evaluation builds its own model, which must not become a
     # distributed one (under MultiWorkerMirroredStrategy the chief alone would create it and hang).
     timings = _loop(run, train_fn, data, global_step, lr_fn, manager, _Anytime(curve, model), resume)
     audit_result = audit_lib.audit(groups, snapshot, initial_digest)
-    extra = {"proposer_audit": proposer_audit.check()} if proposer_audit is not None else {}
+    if proposer_audit is not None:
+        extra["proposer_audit"] = proposer_audit.check()
     metrics = {
         "stage": run.name,
         "steps": int(global_step.numpy()),
@@ -330,6 +337,24 @@ def _train_stage(run: StageRun) -> dict:
     }
     write_json(run.files.metrics, metrics)
     return metrics
+
+
+def _proposals(run: StageRun, configs: dict, first) -> tuple:
+    """(live proposer, its audit, cached proposals, metrics) for a stage with a frozen proposer.
+
+    With caching on, the proposer runs once over the training images, is audited at once (it
+    must leave that pass bit-identical) and dropped: training never calls it.
+    """
+    if run.proposer is None:
+        return None, None, None, {}
+    model, groups = build_frozen_proposer(run.proposer, *first)
+    audit = _ProposerAudit(groups)
+    log.info("  proposals from frozen %s (%s)", run.proposer.stage, run.proposer.checkpoint)
+    if run.cache is None or not run.cache.on:
+        return model, audit, None, {}
+    cached = cache_lib.build_proposal_cache(run.name, model, configs, run.cache.flips)
+    cache_lib.log_summary(run.name, cached)
+    return None, None, cached, {"proposer_audit": audit.check(), "cache": cached.summary()}
 
 
 def _distribution(run: StageRun, strategy, configs) -> dict:

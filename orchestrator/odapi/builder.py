@@ -22,15 +22,16 @@ def build_model(configs: dict, is_training: bool = True):
     return model_builder.build(configs["model"], is_training=is_training)
 
 
-def train_dataset(configs: dict, model, input_context=None) -> tf.data.Dataset:
+def train_dataset(configs: dict, model, input_context=None, repeat: bool = True) -> tf.data.Dataset:
     """The stock training input (decode, augment, ``model.preprocess``, batch), repeated."""
-    return inputs.train_input(
+    dataset = inputs.train_input(
         train_config=configs["train_config"],
         train_input_config=configs["train_input_config"],
         model_config=configs["model"],
         model=model,
         input_context=input_context,
-    ).repeat()
+    )
+    return dataset.repeat() if repeat else dataset
 
 
 def eval_dataset(configs: dict, model) -> tf.data.Dataset:

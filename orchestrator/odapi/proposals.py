@@ -10,7 +10,10 @@ without editing the package, all in this one module:
 * ``frozen proposer`` - a second, fully frozen ``FasterRCNNMetaArch`` (the paper's stage-1
   network) produces RPN box encodings, objectness and anchors; the trained detector crops its
   *own* features with them and keeps the OD API's own NMS-then-minibatch sampling and losses.
-  The proposer's NMS function (its top-k and IoU) replaces the detector's while it runs.
+  The proposer's NMS function (its top-k and IoU) replaces the detector's while it runs;
+* ``cached proposals`` - the same, with the proposer's NMS output computed once per image
+  (:func:`proposer_nms`) and replayed in place of the NMS: everything after it (minibatch
+  sampling, cropping, the detector, its losses) stays stock.
 """
 
 from __future__ import annotations
@@ -76,6 +79,72 @@ def frozen_proposer_predict(detector, proposer) -> PredictFn:
         features = _features_to_crop(detector, images)
         image_shape = tf.shape(images)
         with swapped(detector, "_first_stage_nms_fn", proposer._first_stage_nms_fn):
+            second = detector._predict_second_stage(
+                rpn["rpn_box_encodings"],
+                rpn["rpn_objectness_predictions_with_background"],
+                features,
+                rpn["anchors"],
+                image_shape,
+                true_shapes,
+            )
+        prediction = dict(rpn, image_shape=image_shape, rpn_features_to_crop=features)
+        prediction.update(second)
+        return prediction
+
+    return predict
+
+
+def proposer_nms(
+    proposer, images: tf.Tensor, true_shapes: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(boxes, scores, num): the proposer's NMS output, exactly what the detector's NMS step gets.
+
+    The proposer's own ``_postprocess_rpn`` decodes, clips and suppresses as in
+    :func:`frozen_proposer_predict`; the NMS call is recorded, and ``_is_training`` is off
+    for the call so the minibatch sampling after it (which needs groundtruth) does not run.
+    Boxes are in absolute coordinates of the resized image, as the NMS returns them.
+    """
+    rpn = proposer_first_stage(proposer, images)
+    nms, seen = proposer._first_stage_nms_fn, {}
+
+    def recording(*args, **kwargs):
+        seen["out"] = nms(*args, **kwargs)
+        return seen["out"]
+
+    with swapped(proposer, "_first_stage_nms_fn", recording), swapped(proposer, "_is_training", False):
+        proposer._postprocess_rpn(
+            rpn["rpn_box_encodings"],
+            rpn["rpn_objectness_predictions_with_background"],
+            rpn["anchors"],
+            proposer._image_batch_shape_2d(tf.shape(images)),
+            true_shapes,
+        )
+    boxes, scores, _, _, _, num = seen["out"]
+    return boxes, scores, num
+
+
+def cached_proposals_predict(detector, lookup: Callable[[tf.Tensor], tuple]) -> PredictFn:
+    """Detector second stage on cached proposer NMS outputs: ``lookup(images) -> (boxes, scores, num)``.
+
+    The RPN fields of the prediction are one placeholder anchor: the stage's RPN loss weights
+    are 0 (:mod:`stages.cache` refuses otherwise), so its RPN loss is exactly 0 either way.
+    """
+
+    def predict(images, true_shapes):
+        boxes, scores, num = lookup(images)
+        batch = tf.shape(images)[0]
+        rpn = {
+            "rpn_box_encodings": tf.zeros([batch, 1, 4]),
+            "rpn_objectness_predictions_with_background": tf.zeros([batch, 1, 2]),
+            "anchors": tf.constant([[0.0, 0.0, 1.0, 1.0]]),
+        }
+        features = _features_to_crop(detector, images)
+        image_shape = tf.shape(images)
+
+        def replay(*_args, **_kwargs):
+            return boxes, scores, tf.zeros_like(scores), None, {}, num
+
+        with swapped(detector, "_first_stage_nms_fn", replay):
             second = detector._predict_second_stage(
                 rpn["rpn_box_encodings"],
                 rpn["rpn_objectness_predictions_with_background"],

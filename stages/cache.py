@@ -1,0 +1,121 @@
+"""When a stage may train on its frozen parts' outputs computed once: a pure decision.
+
+Stage 2 trains Fast R-CNN on the proposals of the frozen stage-1 network. That network is
+fully frozen (BatchNorm included, pinned to inference mode by :mod:`stages.groups`), so its
+proposals are a function of the preprocessed image alone, and can be computed once per
+(image, flip) instead of every step ("Caching frozen parts" in ``docs/architecture.md``).
+
+This is exact only when the preprocessed image is one of those the cache was built from: the
+stock pipeline with its horizontal flip forced off and forced on. So any augmentation that
+changes the image randomly (other than that flip) turns caching off for the stage, with one
+line naming the option; so do settings the cached path does not reproduce. Everything here
+reads the stage's spec and its generated ``pipeline.config``, nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from object_detection.protos import pipeline_pb2, preprocessor_pb2
+
+from stages.spec import CacheMode, StageSpec, Strategy
+
+FLIP = "random_horizontal_flip"
+# Steps that leave the image a deterministic function of the decoded one: cached outputs stay exact.
+DETERMINISTIC_IMAGE = frozenset(
+    {
+        "normalize_image",
+        "subtract_channel_mean",
+        "rgb_to_gray",
+        "adjust_gamma",
+        "resize_image",
+        "scale_boxes_to_pixel_coordinates",
+    }
+)
+# Steps that change labels only (random or not): the frozen outputs depend on the image alone.
+LABELS_ONLY = frozenset(
+    {"convert_class_logits_to_softmax", "remap_labels", "drop_label_probabilistically", "random_jitter_boxes"}
+)
+ALLOWED = DETERMINISTIC_IMAGE | LABELS_ONLY | {FLIP}
+
+
+def augmentation_steps() -> tuple[str, ...]:
+    """Every ``PreprocessingStep`` the installed OD API knows (the oneof's field names)."""
+    oneof = preprocessor_pb2.PreprocessingStep.DESCRIPTOR.oneofs_by_name["preprocessing_step"]
+    return tuple(f.name for f in oneof.fields)
+
+
+@dataclass(frozen=True)
+class CacheDecision:
+    """Whether ``stage`` trains on cached proposals; ``why`` is the log line either way."""
+
+    stage: str
+    on: bool
+    why: str
+    flips: tuple[bool, ...] = ()  # the flip states the cache holds (False: unflipped)
+
+
+def proposal_cache(
+    spec: StageSpec,
+    pipeline: pipeline_pb2.TrainEvalPipelineConfig,
+    mode: CacheMode,
+    strategy: Strategy,
+) -> CacheDecision | None:
+    """The decision for a stage with a frozen proposer; None for a stage that has none."""
+    if spec.proposer_stage is None:
+        return None
+    blockers = _blockers(pipeline, mode, strategy)
+    if blockers:
+        return CacheDecision(spec.name, False, f"{spec.name}: proposals computed every step: {blockers[0]}")
+    flips = flip_states(pipeline.train_config)
+    what = " and ".join("flipped" if f else "unflipped" for f in flips)
+    return CacheDecision(
+        spec.name,
+        True,
+        f"{spec.name}: proposals of frozen {spec.proposer_stage} computed once per image ({what}), "
+        "in memory (cache.mode=off computes them every step)",
+        flips,
+    )
+
+
+def flip_states(train_config) -> tuple[bool, ...]:
+    """The flip states training can draw: both for a flip of probability strictly in (0, 1)."""
+    probabilities = [
+        step.random_horizontal_flip.probability
+        for step in train_config.data_augmentation_options
+        if step.WhichOneof("preprocessing_step") == FLIP
+    ]
+    if not probabilities:
+        return (False,)
+    p = probabilities[0]
+    return (False,) if p <= 0 else (True,) if p >= 1 else (False, True)
+
+
+def _blockers(pipeline, mode: CacheMode, strategy: Strategy) -> list[str]:
+    """Why cached proposals would not equal live ones (or are not supported yet), in config order."""
+    if mode == CacheMode.off:
+        return ["cache.mode=off"]
+    out = []
+    if strategy == Strategy.multi_worker:
+        out.append("train.strategy=multi_worker (each worker would build its own cache; not supported yet)")
+    steps = [s.WhichOneof("preprocessing_step") for s in pipeline.train_config.data_augmentation_options]
+    for index, name in enumerate(steps):
+        key = f"train_config.data_augmentation_options[{index}] {name}"
+        if name not in ALLOWED:
+            out.append(
+                f"{key} changes the image randomly, so proposals are not a function of the image alone"
+            )
+        elif name == FLIP and steps.index(FLIP) != index:
+            out.append(f"{key}: a second horizontal flip (a cached image is flipped once or not at all)")
+    if not pipeline.model.faster_rcnn.image_resizer.HasField("fixed_shape_resizer"):
+        out.append(
+            "model.faster_rcnn.image_resizer is not a fixed_shape_resizer: a batch pads its images to a "
+            "common size, so an image's pixels depend on its batch-mates"
+        )
+    frcnn = pipeline.model.faster_rcnn
+    if frcnn.first_stage_localization_loss_weight or frcnn.first_stage_objectness_loss_weight:
+        out.append(
+            "the stage's RPN loss weights are not 0: that loss needs the frozen proposer's live outputs "
+            "(stages.<stage>.loss_weights.rpn_*)"
+        )
+    return out

@@ -1,0 +1,119 @@
+"""Which stages train on cached proposals, and the one line saying why not (no model needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stages.cache import ALLOWED, augmentation_steps, flip_states, proposal_cache
+from stages.pipeline import copy_pipeline, load_pipeline
+from stages.spec import CacheMode, Strategy, to_object
+
+TINY = Path(__file__).resolve().parents[2] / "conf" / "pipelines" / "tiny.config"
+
+
+@pytest.fixture(scope="module")
+def stage_two_pipeline():
+    """tiny.config as stage 2 gets it: RPN loss weights multiplied by 0."""
+    config = load_pipeline(TINY)
+    config.model.faster_rcnn.first_stage_localization_loss_weight = 0.0
+    config.model.faster_rcnn.first_stage_objectness_loss_weight = 0.0
+    return config
+
+
+@pytest.fixture(scope="module")
+def specs(request):
+    from tests.conftest import compose_cfg
+
+    return to_object(compose_cfg([])).stages
+
+
+def _with_steps(config, *steps: str):
+    out = copy_pipeline(config)
+    for name in steps:
+        getattr(out.train_config.data_augmentation_options.add(), name).SetInParent()
+    return out
+
+
+def test_allowed_steps_are_real_od_api_steps():
+    assert ALLOWED <= set(augmentation_steps())
+    assert (
+        len(augmentation_steps()) >= 39
+    )  # every step the installed OD API knows is either allowed or blocks
+
+
+def test_stage_two_caches_both_flips_by_default(stage_two_pipeline, specs):
+    decision = proposal_cache(specs.s2_fast_rcnn, stage_two_pipeline, CacheMode.auto, Strategy.default)
+    assert decision.on and decision.flips == (False, True)
+    assert "frozen s1_rpn" in decision.why and "unflipped and flipped" in decision.why
+
+
+@pytest.mark.parametrize("name", ["s1_rpn", "s3_rpn_shared", "s4_detector_head", "end_to_end"])
+def test_stages_without_a_frozen_proposer_have_nothing_to_cache(stage_two_pipeline, specs, name):
+    assert proposal_cache(getattr(specs, name), stage_two_pipeline, CacheMode.auto, Strategy.default) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda c: _with_steps(c, "random_crop_image"),
+            "data_augmentation_options[1] random_crop_image changes",
+        ),
+        (
+            lambda c: _with_steps(c, "random_adjust_brightness"),
+            "[1] random_adjust_brightness changes the image",
+        ),
+        (
+            lambda c: _with_steps(c, "random_horizontal_flip"),
+            "[1] random_horizontal_flip: a second horizontal flip",
+        ),
+        (lambda c: _keep_aspect(c), "image_resizer is not a fixed_shape_resizer"),
+        (lambda c: _rpn_weight(c), "RPN loss weights are not 0"),
+    ],
+)
+def test_what_would_make_cached_proposals_inexact_turns_caching_off(
+    stage_two_pipeline, specs, change, expected
+):
+    decision = proposal_cache(
+        specs.s2_fast_rcnn, change(stage_two_pipeline), CacheMode.auto, Strategy.default
+    )
+    assert not decision.on
+    assert decision.why.startswith("s2_fast_rcnn: proposals computed every step: ")
+    assert expected in decision.why
+
+
+def test_deterministic_and_label_only_steps_keep_caching_on(stage_two_pipeline, specs):
+    config = _with_steps(stage_two_pipeline, "normalize_image", "random_jitter_boxes")
+    assert proposal_cache(specs.s2_fast_rcnn, config, CacheMode.auto, Strategy.default).on
+
+
+def test_off_and_multi_worker_turn_caching_off(stage_two_pipeline, specs):
+    off = proposal_cache(specs.s2_fast_rcnn, stage_two_pipeline, CacheMode.off, Strategy.default)
+    assert not off.on and off.why.endswith("cache.mode=off")
+    multi = proposal_cache(specs.s2_fast_rcnn, stage_two_pipeline, CacheMode.auto, Strategy.multi_worker)
+    assert not multi.on and "train.strategy=multi_worker" in multi.why
+
+
+def test_flip_states_follow_the_flip_probability(stage_two_pipeline):
+    train = copy_pipeline(stage_two_pipeline).train_config
+    assert flip_states(train) == (False, True)  # the proto's default probability, 0.5
+    train.data_augmentation_options[0].random_horizontal_flip.probability = 1.0
+    assert flip_states(train) == (True,)
+    train.data_augmentation_options[0].random_horizontal_flip.probability = 0.0
+    assert flip_states(train) == (False,)
+    del train.data_augmentation_options[:]
+    assert flip_states(train) == (False,)
+
+
+def _keep_aspect(config):
+    out = copy_pipeline(config)
+    out.model.faster_rcnn.image_resizer.keep_aspect_ratio_resizer.min_dimension = 128
+    return out
+
+
+def _rpn_weight(config):
+    out = copy_pipeline(config)
+    out.model.faster_rcnn.first_stage_objectness_loss_weight = 1.0
+    return out
