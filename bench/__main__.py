@@ -18,8 +18,9 @@ stage from the stage's own ``metrics.json``):
 7. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
    against the training CPU seconds the comparison's time verdicts use (``--only neighbour``
    runs just this and keeps the other figures).
-8. caching: stage 2 on cached proposals against the live frozen proposer, tiny, fresh processes
-   in alternation (:mod:`bench.caching`; only with ``--only caching``, about 10 minutes).
+8. caching: stages 2-4 on cached frozen outputs against live ones, whole alternating chains in
+   fresh processes, in alternation, tiny and a few resnet50 steps (:mod:`bench.caching`; only
+   with ``--only caching``, about 25 minutes).
 9. evidence: the defaults study, read from a sweep directory (:mod:`bench.evidence`; only with
    ``--only evidence --sweep DIR``; the sweep itself takes hours and is run apart).
 

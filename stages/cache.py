@@ -1,9 +1,11 @@
 """When a stage may train on its frozen parts' outputs computed once: a pure decision.
 
-Stage 2 trains Fast R-CNN on the proposals of the frozen stage-1 network. That network is
-fully frozen (BatchNorm included, pinned to inference mode by :mod:`stages.groups`), so its
-proposals are a function of the preprocessed image alone, and can be computed once per
-(image, flip) instead of every step ("Caching frozen parts" in ``docs/architecture.md``).
+A frozen part (BatchNorm included, pinned to inference mode by :mod:`stages.groups`) computes a
+function of the preprocessed image alone, so its output can be computed once per (image, flip)
+instead of every step ("Caching frozen parts" in ``docs/architecture.md``). What a stage caches
+follows from its spec (:func:`parts`): stage 2 the proposals of the frozen stage-1 network;
+stage 3 its frozen shared features; stage 4 its frozen shared features and the proposals of
+its own frozen RPN.
 
 This is exact only when the preprocessed image is one of those the cache was built from: the
 stock pipeline with its horizontal flip forced off and forced on. So any augmentation that
@@ -45,37 +47,67 @@ def augmentation_steps() -> tuple[str, ...]:
     return tuple(f.name for f in oneof.fields)
 
 
+PROPOSALS, FEATURES = "proposals", "features"
+
+
 @dataclass(frozen=True)
 class CacheDecision:
-    """Whether ``stage`` trains on cached proposals; ``why`` is the log line either way."""
+    """Whether ``stage`` trains on cached ``parts``; ``why`` is the log line either way."""
 
     stage: str
     on: bool
     why: str
+    parts: tuple[str, ...] = ()
     flips: tuple[bool, ...] = ()  # the flip states the cache holds (False: unflipped)
+    memory_mb: int = 0  # the most the cache may take; a larger one is not built
 
 
-def proposal_cache(
+def parts(spec: StageSpec) -> tuple[str, ...]:
+    """What of ``spec``'s frozen parts is a function of the image alone, and so can be cached.
+
+    A frozen proposer: its proposals. Frozen shared convs: their features, plus the proposals
+    of the stage's own RPN when that is frozen too and the second stage runs. Nothing for a
+    stage that trains its shared convs on its own proposals (stage 1, end_to_end).
+    """
+    if spec.proposer_stage is not None:
+        return (PROPOSALS,)
+    if "shared" in spec.trained_groups:
+        return ()
+    own_proposals = "rpn" not in spec.trained_groups and not spec.skips_second_stage
+    return (FEATURES, PROPOSALS) if own_proposals else (FEATURES,)
+
+
+def stage_cache(
     spec: StageSpec,
     pipeline: pipeline_pb2.TrainEvalPipelineConfig,
     mode: CacheMode,
     strategy: Strategy,
+    memory_mb: int = 2048,
 ) -> CacheDecision | None:
-    """The decision for a stage with a frozen proposer; None for a stage that has none."""
-    if spec.proposer_stage is None:
+    """The decision for a stage with something to cache; None for a stage with nothing."""
+    cached = parts(spec)
+    if not cached:
         return None
-    blockers = _blockers(pipeline, mode, strategy)
+    what = " and ".join(_describe(spec, p) for p in cached)
+    blockers = _blockers(pipeline, mode, strategy, PROPOSALS in cached)
     if blockers:
-        return CacheDecision(spec.name, False, f"{spec.name}: proposals computed every step: {blockers[0]}")
+        return CacheDecision(
+            spec.name, False, f"{spec.name}: {what} computed every step: {blockers[0]}", cached
+        )
     flips = flip_states(pipeline.train_config)
-    what = " and ".join("flipped" if f else "unflipped" for f in flips)
-    return CacheDecision(
-        spec.name,
-        True,
-        f"{spec.name}: proposals of frozen {spec.proposer_stage} computed once per image ({what}), "
-        "in memory (cache.mode=off computes them every step)",
-        flips,
+    states = " and ".join("flipped" if f else "unflipped" for f in flips)
+    why = (
+        f"{spec.name}: {what} computed once per image ({states}), in memory up to "
+        f"cache.memory_mb={memory_mb} (cache.mode=off computes them every step)"
     )
+    return CacheDecision(spec.name, True, why, cached, flips, memory_mb)
+
+
+def _describe(spec: StageSpec, part: str) -> str:
+    if part == FEATURES:
+        return "frozen shared features"
+    source = f"frozen {spec.proposer_stage}" if spec.proposer_stage else "its frozen RPN"
+    return f"proposals of {source}"
 
 
 def flip_states(train_config) -> tuple[bool, ...]:
@@ -91,8 +123,8 @@ def flip_states(train_config) -> tuple[bool, ...]:
     return (False,) if p <= 0 else (True,) if p >= 1 else (False, True)
 
 
-def _blockers(pipeline, mode: CacheMode, strategy: Strategy) -> list[str]:
-    """Why cached proposals would not equal live ones (or are not supported yet), in config order."""
+def _blockers(pipeline, mode: CacheMode, strategy: Strategy, proposals: bool) -> list[str]:
+    """Why cached outputs would not equal live ones (or are not supported yet), in config order."""
     if mode == CacheMode.off:
         return ["cache.mode=off"]
     out = []
@@ -103,7 +135,7 @@ def _blockers(pipeline, mode: CacheMode, strategy: Strategy) -> list[str]:
         key = f"train_config.data_augmentation_options[{index}] {name}"
         if name not in ALLOWED:
             out.append(
-                f"{key} changes the image randomly, so proposals are not a function of the image alone"
+                f"{key} changes the image randomly, so frozen outputs are not a function of the image alone"
             )
         elif name == FLIP and steps.index(FLIP) != index:
             out.append(f"{key}: a second horizontal flip (a cached image is flipped once or not at all)")
@@ -113,7 +145,7 @@ def _blockers(pipeline, mode: CacheMode, strategy: Strategy) -> list[str]:
             "common size, so an image's pixels depend on its batch-mates"
         )
     frcnn = pipeline.model.faster_rcnn
-    if frcnn.first_stage_localization_loss_weight or frcnn.first_stage_objectness_loss_weight:
+    if proposals and (frcnn.first_stage_localization_loss_weight or frcnn.first_stage_objectness_loss_weight):
         out.append(
             "the stage's RPN loss weights are not 0: that loss needs the frozen proposer's live outputs "
             "(stages.<stage>.loss_weights.rpn_*)"

@@ -280,10 +280,12 @@ class BudgetConfig:
 class CacheConfig:
     """Frozen parts computed once per (image, flip) instead of every step ("Caching" in the README).
 
-    Today: stage 2's frozen stage-1 proposals, held in memory.
+    What each stage caches, and when that is exact: ``stages/cache.py``. Held in memory; a
+    cache above ``memory_mb`` is not built (the stage computes those parts every step).
     """
 
     mode: CacheMode = CacheMode.auto
+    memory_mb: int = 2048
 
 
 @dataclass
@@ -339,6 +341,12 @@ _MINIMUMS: tuple[tuple[str, int, str, str], ...] = (
         1,
         "the seconds all workers have to start",
         "set e.g. train.cluster_timeout_s=600",
+    ),
+    (
+        "cache.memory_mb",
+        0,
+        "the most memory a stage's cache may take, in MiB",
+        "set e.g. cache.memory_mb=2048",
     ),
     (
         "eval.max_images",

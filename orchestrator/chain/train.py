@@ -39,8 +39,9 @@ def train_and_evaluate(
             stage.proposer.pipeline, work.proposer, f"frozen proposer: {stage.proposer.stage}"
         )
         proposer = Proposer(stage.proposer.stage, path, stage.proposer.checkpoint)
-    cache = cache_policy.proposal_cache(
-        stage.plan.spec, stage.pipeline, ctx.cfg.cache.mode, ctx.cfg.train.strategy
+    cfg = ctx.cfg
+    cache = cache_policy.stage_cache(
+        stage.plan.spec, stage.pipeline, cfg.cache.mode, cfg.train.strategy, cfg.cache.memory_mb
     )
     if cache is not None:
         log.info(cache.why)

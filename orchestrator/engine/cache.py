@@ -1,14 +1,14 @@
-"""Stage 2's frozen proposals computed once: the build pass and the in-graph lookup.
+"""Frozen parts computed once: the build pass and the in-graph lookup.
 
 The build pass runs the stage's own input pipeline unshuffled for one epoch, once per flip
-state training can draw (the flip's probability forced to 0, then to 1), through the frozen
-proposer at the stage's batch size, and keeps the proposer's NMS output for every image
-(:func:`orchestrator.odapi.proposals.proposer_nms`). Each entry is keyed by a 64-bit
-fingerprint of the preprocessed image's bytes (:func:`image_keys`): training computes the
-same key on each image of its batch and gathers that entry, so no example needs an id and a
-flipped image finds its own entry. :mod:`stages.cache` allows caching only where training can
-produce no other image; should one reach the lookup anyway, an assertion stops the step
-(a bug: its traceback is kept).
+state training can draw (no flip, then the flip forced on), at the stage's batch size, through
+the frozen part (:func:`producer_outputs`): stage 2's frozen proposer, or the stage's own
+model, whose frozen shared convs (and, in stage 4, frozen RPN) do not change while it trains.
+Each entry is keyed by a 64-bit fingerprint of the preprocessed image's bytes
+(:func:`image_keys`): training computes the same key on each image of its batch and gathers
+that entry, so no example needs an id and a flipped image finds its own entry.
+:mod:`stages.cache` allows caching only where training can produce no other image; should one
+reach the lookup anyway, an assertion stops the step (a bug: its traceback is kept).
 
 Why this is exact, and what it saves: "Caching frozen parts" in ``docs/architecture.md``.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +26,11 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from orchestrator.odapi import builder, fields, proposals
-from stages.cache import FLIP
+from stages.cache import FEATURES, FLIP, PROPOSALS
 
 log = logging.getLogger(__name__)
 _BUCKETS = 2**63 - 1
+Outputs = Callable[[tf.Tensor, tf.Tensor], dict]  # (images, true shapes) -> named tensors [batch, ...]
 
 
 def image_keys(images: tf.Tensor) -> tf.Tensor:
@@ -40,90 +42,131 @@ def image_keys(images: tf.Tensor) -> tf.Tensor:
     )
 
 
+def producer_outputs(model, parts: tuple[str, ...]) -> Outputs:
+    """What the frozen part of ``model`` computes per image: ``features/<level>`` and/or proposals.
+
+    Proposals are the NMS output (``proposals/boxes``, ``/scores``, ``/num``), exactly what the
+    detector's NMS step hands on (:func:`orchestrator.odapi.proposals.proposer_nms`).
+    """
+
+    def outputs(images, true_shapes):
+        out = {}
+        if FEATURES in parts:
+            for level, feature in enumerate(proposals.features_to_crop(model, images)):
+                out[f"features/{level}"] = feature
+        if PROPOSALS in parts:
+            boxes, scores, num = proposals.proposer_nms(model, images, true_shapes)
+            out |= {"proposals/boxes": boxes, "proposals/scores": scores, "proposals/num": num}
+        return out
+
+    return outputs
+
+
 @dataclass
-class ProposalCache:
-    """The proposer's NMS output per distinct preprocessed image, in memory."""
+class FrozenCache:
+    """Named arrays per distinct preprocessed image (first axis: entry), in memory."""
 
     keys: np.ndarray  # int64 [n]
-    boxes: np.ndarray  # float32 [n, k, 4], absolute coordinates of the resized image
-    scores: np.ndarray  # float32 [n, k]
-    num: np.ndarray  # int32 [n]
+    arrays: dict[str, np.ndarray]
     flips: int
     build_seconds: float
     build_cpu_seconds: float
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.keys, self.boxes, self.scores, self.num))
+        return self.keys.nbytes + sum(a.nbytes for a in self.arrays.values())
 
     def summary(self) -> dict:
         return {
-            "part": "proposals",
+            "parts": sorted({name.split("/")[0] for name in self.arrays}),
             "place": "memory",
             "entries": len(self.keys),
             "flips": self.flips,
-            "proposals_per_entry": int(self.boxes.shape[1]),
+            "shapes": {name: list(a.shape[1:]) for name, a in self.arrays.items()},
             "bytes": self.nbytes,
             "build_seconds": round(self.build_seconds, 2),
             "build_cpu_seconds": round(self.build_cpu_seconds, 2),
         }
 
 
-class ProposalLookup:
-    """``lookup(images) -> (boxes, scores, num)`` for a batch, inside the training step."""
+class CacheLookup:
+    """``lookup(images) -> {name: tensor [batch, ...]}`` for a batch, inside the training step."""
 
-    def __init__(self, cache: ProposalCache) -> None:
+    def __init__(self, cache: FrozenCache) -> None:
         with tf.init_scope():
             rows = tf.range(len(cache.keys), dtype=tf.int64)
             initializer = tf.lookup.KeyValueTensorInitializer(tf.constant(cache.keys), rows)
             self.table = tf.lookup.StaticHashTable(initializer, default_value=-1)
-            self.boxes = tf.constant(cache.boxes)
-            self.scores = tf.constant(cache.scores)
-            self.num = tf.constant(cache.num)
+            self.arrays = {name: tf.constant(a) for name, a in cache.arrays.items()}
 
-    def __call__(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def __call__(self, images: tf.Tensor) -> dict:
         rows = self.table.lookup(image_keys(images))
         found = tf.debugging.assert_non_negative(
             rows,
-            message="an image of this batch is not in the proposal cache (is the augmentation deterministic?)",
+            message="an image of this batch is not in the stage's cache (is the augmentation deterministic?)",
         )
         with tf.control_dependencies([found]):
             rows = tf.identity(rows)
-        return tf.gather(self.boxes, rows), tf.gather(self.scores, rows), tf.gather(self.num, rows)
+        return {name: tf.gather(a, rows) for name, a in self.arrays.items()}
 
 
-def build_proposal_cache(stage: str, proposer, configs: dict, flips: tuple[bool, ...]) -> ProposalCache:
-    """Run the frozen ``proposer`` over every training image in each flip state of ``flips``."""
+class TooLarge(Exception):
+    """The cache would exceed its memory budget: the stage computes those parts every step."""
+
+
+def build_cache(
+    stage: str, producer, outputs: Outputs, configs: dict, flips: tuple[bool, ...], memory_mb: int
+) -> FrozenCache:
+    """Run ``outputs`` over every training image in each flip state of ``flips``.
+
+    Raises :class:`TooLarge` after the first batch when the whole cache would not fit in
+    ``memory_mb`` (estimated from that batch and the number of training records).
+    """
     started, cpu = time.time(), time.process_time()
 
     @tf.function(reduce_retracing=True)
-    def nms(images, true_shapes):
+    def compute(images, true_shapes):
         tf.keras.backend.set_learning_phase(True)  # as the training step (frozen BatchNorm is pinned)
-        return (image_keys(images), *proposals.proposer_nms(proposer, images, true_shapes))
+        return image_keys(images), outputs(images, true_shapes)
 
-    keys, boxes, scores, num = [], [], [], []
+    keys, arrays = [], {}
+    limit = memory_mb * 2**20
+    records = _records(configs["train_input_config"]) * len(flips)
     for flip in flips:
-        data = builder.train_dataset(_build_pass(configs, flip), proposer, repeat=False)
-        for features, _ in tqdm(
-            data, desc=f"{stage} proposals ({'flipped' if flip else 'unflipped'})", unit="batch"
-        ):
-            out = nms(
+        data = builder.train_dataset(_build_pass(configs, flip), producer, repeat=False)
+        name = f"{stage} cache ({'flipped' if flip else 'unflipped'})"
+        for features, _ in tqdm(data, desc=name, unit="batch"):
+            batch_keys, out = compute(
                 features[fields.InputDataFields.image], features[fields.InputDataFields.true_image_shape]
             )
-            for part, value in zip((keys, boxes, scores, num), out, strict=True):
-                part.append(value.numpy())
-    keys_all = np.concatenate(keys)
-    _, first = np.unique(keys_all, return_index=True)  # an image seen twice keeps one entry
+            keys.append(batch_keys.numpy())
+            for k, v in out.items():
+                arrays.setdefault(k, []).append(v.numpy())
+            if len(keys) == 1 and _estimate(keys, arrays, records) > limit:
+                raise TooLarge(
+                    f"{_estimate(keys, arrays, records) / 2**20:.0f} MiB > cache.memory_mb={memory_mb}"
+                )
+    all_keys = np.concatenate(keys)
+    _, first = np.unique(all_keys, return_index=True)  # an image seen twice keeps one entry
     first.sort()
-    return ProposalCache(
-        keys=keys_all[first],
-        boxes=np.concatenate(boxes)[first].astype(np.float32),
-        scores=np.concatenate(scores)[first].astype(np.float32),
-        num=np.concatenate(num)[first].astype(np.int32),
+    return FrozenCache(
+        keys=all_keys[first],
+        arrays={k: np.concatenate(v)[first] for k, v in arrays.items()},
         flips=len(flips),
         build_seconds=time.time() - started,
         build_cpu_seconds=time.process_time() - cpu,
     )
+
+
+def _estimate(keys: list, arrays: dict, records: int) -> float:
+    per_entry = (keys[0].nbytes + sum(v[0].nbytes for v in arrays.values())) / len(keys[0])
+    return per_entry * records
+
+
+def _records(reader) -> int:
+    """How many training records the input reader reads (a pass over the files, no decoding)."""
+    files = [f for pattern in reader.tf_record_input_reader.input_path for f in tf.io.gfile.glob(pattern)]
+    return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
 
 
 def _build_pass(configs: dict, flip: bool) -> dict:
@@ -145,15 +188,15 @@ def _build_pass(configs: dict, flip: bool) -> dict:
     return out
 
 
-def log_summary(stage: str, cache: ProposalCache) -> None:
+def log_summary(stage: str, cache: FrozenCache) -> None:
+    shapes = ", ".join(f"{name} {list(a.shape[1:])}" for name, a in cache.arrays.items())
     log.info(
-        "%s: cached %d proposal sets (%d flip state%s, %d boxes each) = %.1f MiB in memory; "
-        "built in %.1f s (CPU %.1f s)",
+        "%s: cached %d entries (%d flip state%s; %s) = %.1f MiB in memory; built in %.1f s (CPU %.1f s)",
         stage,
         len(cache.keys),
         cache.flips,
         "s" if cache.flips > 1 else "",
-        cache.boxes.shape[1],
+        shapes,
         cache.nbytes / 2**20,
         cache.build_seconds,
         cache.build_cpu_seconds,

@@ -8,8 +8,9 @@ Call order inside :func:`train_stage` (like detectron2's ``HookBase`` docstring)
    or initialise from the stage's sources (:mod:`orchestrator.odapi.restore`);
 3. freeze: ``trainable = False`` on the frozen groups; snapshot them for the audit;
 4. build the frozen proposer, if the spec names one; where :mod:`stages.cache` allows it, run
-   it once over the training images (:mod:`orchestrator.engine.cache`) and drop it, so the
-   stage trains on its cached proposals;
+   the frozen parts (that proposer, or the stage's own frozen shared convs and RPN) once over
+   the training images (:mod:`orchestrator.engine.cache`), so the stage trains on their cached
+   outputs (a cached proposer is dropped: training never calls it);
 5. loop: the inner step (:mod:`orchestrator.engine.step`), summaries every ``log_every`` steps,
    a checkpoint every ``checkpoint_every`` steps and at the end; a non-finite loss stops the
    stage and keeps the last good checkpoint; SIGINT/SIGTERM (:mod:`orchestrator.engine.interrupts`)
@@ -80,7 +81,7 @@ class StageRun:
     eval_every: int | None = None
     worker: Worker = field(default_factory=lambda: Worker(None))  # strategy and cluster role
     resume_key: str = ""  # multi-worker: where the chief publishes the checkpoint all resume from
-    cache: CacheDecision | None = None  # stage 2: train on the frozen proposer's cached proposals
+    cache: CacheDecision | None = None  # stages 2-4: train on frozen parts' cached outputs
 
     @property
     def files(self) -> StageFiles:
@@ -125,7 +126,7 @@ class _ProposerAudit:
 
 def _predict_fn(run: StageRun, model, proposer_model, lookup):
     if lookup is not None:
-        return proposals.cached_proposals_predict(model, lookup)
+        return proposals.cached_predict(model, lookup, first_stage_only=run.spec.skips_second_stage)
     if proposer_model is not None:
         return proposals.frozen_proposer_predict(model, proposer_model)
     if run.spec.skips_second_stage:
@@ -298,8 +299,8 @@ def _train_stage(run: StageRun) -> dict:
         _log_groups(run, groups, report, model.trainable_variables)
         snapshot = audit_lib.Snapshot.take(groups, run.spec.frozen_groups)
         initial_digest = audit_lib.load_or_store_digest(run.files.audit_init, snapshot)
-        proposer_model, proposer_audit, cached, extra = _proposals(run, configs, first)
-        lookup = cache_lib.ProposalLookup(cached) if cached is not None else None
+        proposer_model, proposer_audit, cached, extra = _frozen_inputs(run, model, configs, first)
+        lookup = cache_lib.CacheLookup(cached) if cached is not None else None
         step_fn = make_train_step(
             model,
             optimizer,
@@ -339,22 +340,36 @@ def _train_stage(run: StageRun) -> dict:
     return metrics
 
 
-def _proposals(run: StageRun, configs: dict, first) -> tuple:
-    """(live proposer, its audit, cached proposals, metrics) for a stage with a frozen proposer.
+def _frozen_inputs(run: StageRun, model, configs: dict, first) -> tuple:
+    """(live proposer, its audit, cache, metrics): where the frozen parts' outputs come from.
 
-    With caching on, the proposer runs once over the training images, is audited at once (it
-    must leave that pass bit-identical) and dropped: training never calls it.
+    With caching on, the frozen parts (the proposer, or the stage model's own frozen groups,
+    already frozen and pinned here) run once over the training images. A proposer is then
+    audited at once (it must leave that pass bit-identical) and dropped: training never calls
+    it. A cache above ``cache.memory_mb`` is not built: the stage computes those parts live.
     """
-    if run.proposer is None:
-        return None, None, None, {}
-    model, groups = build_frozen_proposer(run.proposer, *first)
-    audit = _ProposerAudit(groups)
-    log.info("  proposals from frozen %s (%s)", run.proposer.stage, run.proposer.checkpoint)
-    if run.cache is None or not run.cache.on:
-        return model, audit, None, {}
-    cached = cache_lib.build_proposal_cache(run.name, model, configs, run.cache.flips)
+    decision = run.cache if run.cache is not None and run.cache.on else None
+    proposer = audit = None
+    if run.proposer is not None:
+        proposer, groups = build_frozen_proposer(run.proposer, *first)
+        audit = _ProposerAudit(groups)
+        log.info("  proposals from frozen %s (%s)", run.proposer.stage, run.proposer.checkpoint)
+    if decision is None:
+        return proposer, audit, None, {}
+    producer = proposer if proposer is not None else model
+    outputs = cache_lib.producer_outputs(producer, decision.parts)
+    try:
+        cached = cache_lib.build_cache(
+            run.name, producer, outputs, configs, decision.flips, decision.memory_mb
+        )
+    except cache_lib.TooLarge as exc:
+        log.info("%s: frozen parts computed every step: the cache would take %s", run.name, exc)
+        return proposer, audit, None, {"cache": {"parts": list(decision.parts), "off": f"would take {exc}"}}
     cache_lib.log_summary(run.name, cached)
-    return None, None, cached, {"proposer_audit": audit.check(), "cache": cached.summary()}
+    extra = {"cache": cached.summary()}
+    if audit is not None:
+        extra["proposer_audit"] = audit.check()
+    return None, None, cached, extra
 
 
 def _distribution(run: StageRun, strategy, configs) -> dict:

@@ -11,9 +11,10 @@ without editing the package, all in this one module:
   network) produces RPN box encodings, objectness and anchors; the trained detector crops its
   *own* features with them and keeps the OD API's own NMS-then-minibatch sampling and losses.
   The proposer's NMS function (its top-k and IoU) replaces the detector's while it runs;
-* ``cached proposals`` - the same, with the proposer's NMS output computed once per image
-  (:func:`proposer_nms`) and replayed in place of the NMS: everything after it (minibatch
-  sampling, cropping, the detector, its losses) stays stock.
+* ``cached`` - frozen parts' outputs computed once per image (``orchestrator/engine/cache.py``)
+  and replayed: shared features in place of the shared convs' call, and an NMS output
+  (:func:`proposer_nms`) in place of the NMS. Everything after them (minibatch sampling,
+  cropping, the detector, the RPN head of stage 3, the losses) stays stock.
 """
 
 from __future__ import annotations
@@ -28,13 +29,21 @@ PredictFn = Callable[[tf.Tensor, tf.Tensor], dict]
 
 @contextlib.contextmanager
 def swapped(obj, attr: str, value) -> Iterator[None]:
-    """Temporarily replace ``obj.attr`` (used at trace time, inside a ``tf.function``)."""
+    """Temporarily replace ``obj.attr`` (used at trace time, inside a ``tf.function``).
+
+    A method (not in the instance's ``__dict__``) is shadowed and then un-shadowed, so nothing
+    is left behind on the instance.
+    """
+    own = attr in vars(obj)
     old = getattr(obj, attr)
     setattr(obj, attr, value)
     try:
         yield
     finally:
-        setattr(obj, attr, old)
+        if own:
+            setattr(obj, attr, old)
+        else:
+            delattr(obj, attr)
 
 
 def own_predict(model) -> PredictFn:
@@ -56,7 +65,8 @@ def loss(model, prediction_dict: dict, true_shapes: tf.Tensor, first_stage_only:
         return model.loss(prediction_dict, true_shapes)
 
 
-def _features_to_crop(model, images: tf.Tensor) -> list:
+def features_to_crop(model, images: tf.Tensor) -> list:
+    """The shared convs' output (``rpn_features_to_crop``) as a list of feature levels."""
     features, _ = model._extract_proposal_features(images)
     return features if isinstance(features, list) else [features]
 
@@ -76,7 +86,7 @@ def frozen_proposer_predict(detector, proposer) -> PredictFn:
 
     def predict(images, true_shapes):
         rpn = proposer_first_stage(proposer, images)
-        features = _features_to_crop(detector, images)
+        features = features_to_crop(detector, images)
         image_shape = tf.shape(images)
         with swapped(detector, "_first_stage_nms_fn", proposer._first_stage_nms_fn):
             second = detector._predict_second_stage(
@@ -123,29 +133,38 @@ def proposer_nms(
     return boxes, scores, num
 
 
-def cached_proposals_predict(detector, lookup: Callable[[tf.Tensor], tuple]) -> PredictFn:
-    """Detector second stage on cached proposer NMS outputs: ``lookup(images) -> (boxes, scores, num)``.
+def cached_predict(model, lookup: Callable[[tf.Tensor], dict], first_stage_only: bool) -> PredictFn:
+    """The stage's prediction with its frozen parts' outputs from ``lookup(images)``.
 
-    The RPN fields of the prediction are one placeholder anchor: the stage's RPN loss weights
-    are 0 (:mod:`stages.cache` refuses otherwise), so its RPN loss is exactly 0 either way.
+    ``features/<level>``: the shared convs' output, in place of calling them (stages 3, 4).
+    ``proposals/*``: an NMS output, replayed in place of the NMS (stage 2: the frozen
+    proposer's; stage 4: the stage's own frozen RPN's). The RPN fields of a second-stage
+    prediction are then one placeholder anchor: such a stage's RPN loss weights are 0
+    (:mod:`stages.cache` refuses otherwise), so its RPN loss is exactly 0 either way.
     """
 
     def predict(images, true_shapes):
-        boxes, scores, num = lookup(images)
+        cached = lookup(images)
+        levels = sorted((k for k in cached if k.startswith("features/")), key=lambda k: int(k.split("/")[1]))
+        features = [cached[k] for k in levels] or None
+        if first_stage_only:
+            with swapped(model, "_extract_proposal_features", lambda _images: (features, {})):
+                return model._predict_first_stage(images)
+        features = features or features_to_crop(model, images)
         batch = tf.shape(images)[0]
         rpn = {
             "rpn_box_encodings": tf.zeros([batch, 1, 4]),
             "rpn_objectness_predictions_with_background": tf.zeros([batch, 1, 2]),
             "anchors": tf.constant([[0.0, 0.0, 1.0, 1.0]]),
         }
-        features = _features_to_crop(detector, images)
         image_shape = tf.shape(images)
+        boxes, scores, num = (cached[f"proposals/{k}"] for k in ("boxes", "scores", "num"))
 
         def replay(*_args, **_kwargs):
             return boxes, scores, tf.zeros_like(scores), None, {}, num
 
-        with swapped(detector, "_first_stage_nms_fn", replay):
-            second = detector._predict_second_stage(
+        with swapped(model, "_first_stage_nms_fn", replay):
+            second = model._predict_second_stage(
                 rpn["rpn_box_encodings"],
                 rpn["rpn_objectness_predictions_with_background"],
                 features,

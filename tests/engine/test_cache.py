@@ -1,4 +1,4 @@
-"""Stage 2 on cached proposals trains exactly as on the live frozen proposer (real tiny stages)."""
+"""Stages 2-4 on cached frozen outputs train exactly as on live ones (real tiny stages)."""
 
 from __future__ import annotations
 
@@ -13,64 +13,163 @@ from orchestrator.engine.runner import Proposer, build_frozen_proposer
 from orchestrator.engine.step import compute_losses
 from orchestrator.layout import StageFiles
 from orchestrator.odapi import builder, fields, proposals
+from stages.cache import FEATURES, PROPOSALS
+from stages.groups import resolve_groups
 
 pytestmark = pytest.mark.slow
+TRAINS = {"s3_rpn_shared": ("rpn",), "s4_detector_head": ("detector_features", "detector_head")}
+MEMORY_MB = 2048
+
+
+def _stage(run_dir, name: str) -> StageFiles:
+    return StageFiles(run_dir / "alternating" / name)
+
+
+def _model(files: StageFiles):
+    """The stage's model at its final checkpoint, and its training input."""
+    configs = builder.load_configs(files.pipeline)
+    tf.keras.backend.clear_session()
+    model = builder.build_model(configs, is_training=True)
+    data = iter(builder.train_dataset(configs, model))
+    first = next(data)
+    builder.ensure_built(model, *first)
+    tf.train.Checkpoint(model=model).restore(
+        str(files.directory / files.read_done().checkpoint)
+    ).expect_partial()
+    return model, configs, data, first
 
 
 @pytest.fixture(scope="module")
 def stage_two(alternating_run):
-    """Stage 2's detector (its final weights), its frozen proposer, and the proposals cache."""
+    """Stage 2's detector, its frozen proposer, and the proposals cache."""
     run_dir, _ = alternating_run
-    s1, s2 = (
-        StageFiles(run_dir / "alternating" / "s1_rpn"),
-        StageFiles(run_dir / "alternating" / "s2_fast_rcnn"),
-    )
-    configs = builder.load_configs(s2.pipeline)
-    tf.keras.backend.clear_session()
-    detector = builder.build_model(configs, is_training=True)
-    data = iter(builder.train_dataset(configs, detector))
-    first = next(data)
-    builder.ensure_built(detector, *first)
-    tf.train.Checkpoint(model=detector).restore(
-        str(s2.directory / s2.read_done().checkpoint)
-    ).expect_partial()
+    s1, s2 = _stage(run_dir, "s1_rpn"), _stage(run_dir, "s2_fast_rcnn")
+    detector, configs, data, first = _model(s2)
     proposer = Proposer("s1_rpn", s2.proposer, str(s1.directory / s1.read_done().checkpoint))
     proposer_model, _ = build_frozen_proposer(proposer, *first)
-    cached = cache_lib.build_proposal_cache("s2_fast_rcnn", proposer_model, configs, (False, True))
+    outputs = cache_lib.producer_outputs(proposer_model, (PROPOSALS,))
+    cached = cache_lib.build_cache("s2_fast_rcnn", proposer_model, outputs, configs, (False, True), MEMORY_MB)
     return detector, proposer_model, cached, data
+
+
+@pytest.fixture(scope="module", params=["s3_rpn_shared", "s4_detector_head"])
+def frozen_own(request, alternating_run):
+    """Stage 3 or 4: its model, frozen as the stage trains it, and the cache of its frozen parts."""
+    run_dir, _ = alternating_run
+    name = request.param
+    model, configs, data, _ = _model(_stage(run_dir, name))
+    resolve_groups(model).set_trainable(TRAINS[name])
+    parts = (FEATURES,) if name == "s3_rpn_shared" else (FEATURES, PROPOSALS)
+    cached = cache_lib.build_cache(
+        name, model, cache_lib.producer_outputs(model, parts), configs, (False, True), MEMORY_MB
+    )
+    return name, model, cached, data
 
 
 def test_the_cache_holds_every_training_image_in_both_flips(stage_two, alternating_run):
     _, _, cached, _ = stage_two
-    run_dir, _ = alternating_run
-    images = len(list(tf.data.TFRecordDataset(_train_files(run_dir))))
+    images = _train_images(alternating_run[0])
     assert len(cached.keys) == 2 * images == len(np.unique(cached.keys))
-    assert cached.boxes.shape == (2 * images, 100, 4) and (cached.num > 0).all()
+    assert (
+        cached.arrays["proposals/boxes"].shape == (2 * images, 100, 4)
+        and (cached.arrays["proposals/num"] > 0).all()
+    )
 
 
 def test_cached_proposals_equal_the_live_proposers_on_shuffled_flipped_batches(stage_two):
-    detector, proposer, cached, data = stage_two
-    lookup = cache_lib.ProposalLookup(cached)
+    _, proposer, cached, data = stage_two
+    lookup = cache_lib.CacheLookup(cached)
     for _ in range(3):  # 12 images drawn with random flips: both flip states, but for 2^-11
         features, _ = next(data)
         images = features[fields.InputDataFields.image]
         live = proposals.proposer_nms(proposer, images, features[fields.InputDataFields.true_image_shape])
-        for got, want in zip(lookup(images), live, strict=True):
-            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
+        got = lookup(images)
+        for name, want in zip(("boxes", "scores", "num"), live, strict=True):
+            np.testing.assert_allclose(got[f"proposals/{name}"].numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
 
 
 def test_a_batch_on_cached_proposals_has_the_live_losses_and_gradients(stage_two):
     detector, proposer, cached, data = stage_two
     features, labels = next(data)
-    lookup = cache_lib.ProposalLookup(cached)
     live = _losses_and_gradients(
         detector, proposals.frozen_proposer_predict(detector, proposer), features, labels
     )
-    replayed = _losses_and_gradients(
-        detector, proposals.cached_proposals_predict(detector, lookup), features, labels
+    cached_fn = proposals.cached_predict(detector, cache_lib.CacheLookup(cached), first_stage_only=False)
+    _assert_same(live, _losses_and_gradients(detector, cached_fn, features, labels), "BoxClassifierLoss")
+
+
+def test_cached_shared_features_equal_the_live_ones(frozen_own):
+    _, model, cached, data = frozen_own
+    lookup = cache_lib.CacheLookup(cached)
+    features, _ = next(data)
+    images = features[fields.InputDataFields.image]
+    tf.keras.backend.set_learning_phase(True)
+    (live,) = proposals.features_to_crop(model, images)
+    np.testing.assert_allclose(lookup(images)["features/0"].numpy(), live.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_on_cached_frozen_parts_has_the_live_losses_and_gradients(frozen_own):
+    name, model, cached, data = frozen_own
+    rpn_only = name == "s3_rpn_shared"
+    features, labels = next(data)
+    live_fn = proposals.rpn_only_predict(model) if rpn_only else proposals.own_predict(model)
+    live = _losses_and_gradients(model, live_fn, features, labels, rpn_only)
+    cached_fn = proposals.cached_predict(model, cache_lib.CacheLookup(cached), first_stage_only=rpn_only)
+    replayed = _losses_and_gradients(model, cached_fn, features, labels, rpn_only)
+    _assert_same(live, replayed, "RPNLoss" if rpn_only else "BoxClassifierLoss")
+
+
+def test_an_image_not_in_the_cache_stops_the_step(stage_two):
+    _, _, cached, data = stage_two
+    features, _ = next(data)
+    lookup = cache_lib.CacheLookup(cached)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not in the stage's cache"):
+        lookup(features[fields.InputDataFields.image] + 1.0)
+
+
+def test_a_cache_over_its_memory_budget_is_not_built(frozen_own, alternating_run):
+    name, model, _, _ = frozen_own
+    configs = builder.load_configs(_stage(alternating_run[0], name).pipeline)
+    outputs = cache_lib.producer_outputs(model, (FEATURES,))
+    with pytest.raises(cache_lib.TooLarge, match=r"MiB > cache.memory_mb=1$"):
+        cache_lib.build_cache(name, model, outputs, configs, (False, True), memory_mb=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "parts"),
+    [
+        ("s2_fast_rcnn", ["proposals"]),
+        ("s3_rpn_shared", ["features"]),
+        ("s4_detector_head", ["features", "proposals"]),
+    ],
+)
+def test_the_chains_frozen_stages_trained_on_their_caches(alternating_run, name, parts):
+    run_dir, _ = alternating_run
+    metrics = json.loads((_stage(run_dir, name).metrics).read_text())
+    assert metrics["cache"]["parts"] == parts and metrics["cache"]["place"] == "memory"
+    assert metrics["cache"]["entries"] == 2 * _train_images(run_dir)
+    assert metrics["frozen_audit"]["passed"] and metrics.get("proposer_audit", {"passed": True})["passed"]
+    assert metrics["train_cpu_seconds"] >= metrics["cache"]["build_cpu_seconds"] > 0
+
+
+def _losses_and_gradients(
+    model, predict, features, labels, first_stage_only: bool = False
+) -> tuple[dict, list]:
+    """Eagerly, from the same random seed: the k-th random op (minibatch sampling) draws alike."""
+    tf.random.set_seed(7)
+    tf.keras.backend.set_learning_phase(True)
+    with tf.GradientTape() as tape:
+        losses = compute_losses(model, predict, features, labels, first_stage_only=first_stage_only)
+    gradients = tape.gradient(losses["Loss/total_loss"], model.trainable_variables)
+    return (
+        {k: float(v) for k, v in losses.items()},
+        [None if g is None else tf.convert_to_tensor(g).numpy() for g in gradients],
     )
+
+
+def _assert_same(live: tuple, replayed: tuple, trained_loss: str) -> None:
     assert live[0].keys() == replayed[0].keys()
-    assert live[0]["Loss/BoxClassifierLoss/classification_loss"] > 0
+    assert any(trained_loss in k and v > 0 for k, v in live[0].items())
     for key, value in live[0].items():
         np.testing.assert_allclose(replayed[0][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
     trained = [i for i, g in enumerate(live[1]) if g is not None]
@@ -79,36 +178,8 @@ def test_a_batch_on_cached_proposals_has_the_live_losses_and_gradients(stage_two
         np.testing.assert_allclose(replayed[1][i], live[1][i], rtol=1e-4, atol=1e-6)
 
 
-def test_an_image_not_in_the_cache_stops_the_step(stage_two):
-    _, _, cached, data = stage_two
-    features, _ = next(data)
-    lookup = cache_lib.ProposalLookup(cached)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="not in the proposal cache"):
-        lookup(features[fields.InputDataFields.image] + 1.0)
-
-
-def test_the_chains_stage_two_trained_on_its_cache(alternating_run):
-    run_dir, _ = alternating_run
-    metrics = json.loads((run_dir / "alternating" / "s2_fast_rcnn" / "metrics.json").read_text())
-    images = len(list(tf.data.TFRecordDataset(_train_files(run_dir))))
-    assert metrics["cache"]["entries"] == 2 * images and metrics["cache"]["place"] == "memory"
-    assert metrics["proposer_audit"]["passed"] and metrics["frozen_audit"]["passed"]
-    assert metrics["train_cpu_seconds"] >= metrics["cache"]["build_cpu_seconds"] > 0
-
-
-def _losses_and_gradients(model, predict, features, labels) -> tuple[dict, list]:
-    """Eagerly, from the same random seed: the k-th random op (minibatch sampling) draws alike."""
-    tf.random.set_seed(7)
-    tf.keras.backend.set_learning_phase(True)
-    with tf.GradientTape() as tape:
-        losses = compute_losses(model, predict, features, labels, first_stage_only=False)
-    gradients = tape.gradient(losses["Loss/total_loss"], model.trainable_variables)
-    return (
-        {k: float(v) for k, v in losses.items()},
-        [None if g is None else tf.convert_to_tensor(g).numpy() for g in gradients],
+def _train_images(run_dir) -> int:
+    configs = builder.load_configs(_stage(run_dir, "s2_fast_rcnn").pipeline)
+    return len(
+        list(tf.data.TFRecordDataset(list(configs["train_input_config"].tf_record_input_reader.input_path)))
     )
-
-
-def _train_files(run_dir) -> list[str]:
-    configs = builder.load_configs(run_dir / "alternating" / "s2_fast_rcnn" / "pipeline.config")
-    return list(configs["train_input_config"].tf_record_input_reader.input_path)
