@@ -27,11 +27,18 @@ from orchestrator.plan.context import RunContext
 from orchestrator.plan.fingerprint import code_version
 from orchestrator.plan.stage_plan import preflight, require_done, stage_order, stages_to_run
 from stages import pipeline as pipelines
-from stages.spec import Command, Config, ExportFormat, Runtime, SpecError, to_object, validate_config
+from stages.spec import (
+    TRAINS_NOTHING,
+    Command,
+    Config,
+    ExportFormat,
+    Runtime,
+    SpecError,
+    to_object,
+    validate_config,
+)
 
 log = logging.getLogger(__name__)
-# Commands that train nothing: a non-chief worker only waits for the chief to finish them.
-TRAINS_NOTHING = (Command.plan, Command.compare, Command.export, Command.predict)
 
 
 def quiet_tensorflow() -> None:

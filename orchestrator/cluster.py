@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from omegaconf import OmegaConf
 
 from stages.errors import UserError
+from stages.spec import TRAINS_NOTHING, Command
 
 
 class ClusterError(UserError):
@@ -102,8 +103,18 @@ def is_follower(env: Mapping[str, str] | None = None) -> bool:
     return role is not None and role.count > 1 and not role.is_chief
 
 
-def _hydra_subdir(default: str = ".hydra") -> str | None:
-    return None if is_follower() else default
+def _hydra_subdir(default: str = ".hydra", stage=Command.all) -> str | None:
+    """Where Hydra writes this command's config: nowhere on a non-chief worker; for a command
+    that trains nothing (export, predict, compare, plan), ``.hydra/<command>/``.
+
+    Hydra rewrites ``.hydra/overrides.yaml`` on every command in a run directory, so a later
+    ``stage=export`` in a sweep job would otherwise file the job under the export's overrides:
+    ``.hydra/`` keeps those of the command that trained (read by the sweep summary and study).
+    """
+    if is_follower():
+        return None
+    command = Command(stage)  # the typed config hands over the member; a string works too
+    return f"{default}/{command.value}" if command in TRAINS_NOTHING else default
 
 
 def _log_name(default: str) -> str:

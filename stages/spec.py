@@ -180,6 +180,9 @@ Command = Enum(
     module=__name__,
     qualname="Command",
 )
+# Commands that read finished stages and train nothing (a non-chief worker only waits for the
+# chief to finish them; Hydra files their config under .hydra/<command>/).
+TRAINS_NOTHING = (Command.plan, Command.compare, Command.export, Command.predict)
 
 
 @dataclass

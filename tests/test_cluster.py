@@ -51,6 +51,8 @@ def test_only_the_chief_writes_hydra_files_the_others_their_own_log(monkeypatch)
     assert cluster._hydra_subdir(".hydra") is None and cluster._log_name("__main__") == "worker-1"
     monkeypatch.setenv("TF_CONFIG", tf_config(TWO, "worker", 0)["TF_CONFIG"])
     assert cluster._hydra_subdir(".hydra") == ".hydra" and cluster._log_name("__main__") == "__main__"
+    assert cluster._hydra_subdir(".hydra", "export") == ".hydra/export"
+    assert cluster._hydra_subdir(".hydra", "s2_fast_rcnn") == ".hydra"
 
 
 def test_slurm_environment_becomes_the_cluster_tensorflow_connects(monkeypatch):

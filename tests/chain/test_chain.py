@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 import tensorflow as tf
 
 from orchestrator.layout import stage_dir
@@ -180,6 +181,19 @@ def test_compare_before_training_fails_clearly(tmp_path, cache_dir):
     result = cli(*FAST, "stage=compare", f"hydra.run.dir={tmp_path}", env_cache=cache_dir)
     assert result.returncode == 2
     assert "stage=compare needs s1_rpn finished; it has no DONE" in result.stderr + result.stdout
+
+
+def test_a_later_command_that_trains_nothing_keeps_the_training_commands_overrides(tmp_path, cache_dir):
+    """Sweep summaries and the seed study file a job by ``.hydra/overrides.yaml``: an export or
+    compare run later in the job's directory must not rewrite it."""
+    trained = ["stage=all", "seed=2", "train.lr=0.01"]
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(trained))
+    result = cli(*FAST, "stage=compare", f"hydra.run.dir={tmp_path}", env_cache=cache_dir)
+    assert result.returncode == 2  # nothing trained here yet; what matters is what Hydra wrote
+    assert yaml.safe_load((tmp_path / ".hydra" / "overrides.yaml").read_text()) == trained
+    compare = yaml.safe_load((tmp_path / ".hydra" / "compare" / "overrides.yaml").read_text())
+    assert "stage=compare" in compare
 
 
 def test_an_unwritable_run_dir_is_one_line(tmp_path, cache_dir):
