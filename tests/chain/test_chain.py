@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 import tensorflow as tf
+import yaml
 
 from orchestrator.layout import stage_dir
 from tests.conftest import FAST
