@@ -50,13 +50,19 @@ def producer_outputs(model, parts: tuple[str, ...]) -> Outputs:
     """
 
     def outputs(images, true_shapes):
-        out = {}
+        if PROPOSALS not in parts:
+            features = proposals.features_to_crop(model, images)
+        else:  # one pass of the first stage gives both (its features: rpn_features_to_crop)
+            rpn = model._predict_first_stage(images)
+            features = rpn["rpn_features_to_crop"]
+            boxes, scores, num = proposals.first_stage_nms(model, rpn, images, true_shapes)
+        out = (
+            {"proposals/boxes": boxes, "proposals/scores": scores, "proposals/num": num}
+            if PROPOSALS in parts
+            else {}
+        )
         if FEATURES in parts:
-            for level, feature in enumerate(proposals.features_to_crop(model, images)):
-                out[f"features/{level}"] = feature
-        if PROPOSALS in parts:
-            boxes, scores, num = proposals.proposer_nms(model, images, true_shapes)
-            out |= {"proposals/boxes": boxes, "proposals/scores": scores, "proposals/num": num}
+            out |= {f"features/{level}": f for level, f in enumerate(features)}
         return out
 
     return outputs
@@ -115,12 +121,14 @@ class TooLarge(Exception):
 
 
 def build_cache(
-    stage: str, producer, outputs: Outputs, configs: dict, flips: tuple[bool, ...], memory_mb: int
+    stage: str, model, outputs: Outputs, configs: dict, flips: tuple[bool, ...], memory_mb: int
 ) -> FrozenCache:
     """Run ``outputs`` over every training image in each flip state of ``flips``.
 
-    Raises :class:`TooLarge` after the first batch when the whole cache would not fit in
-    ``memory_mb`` (estimated from that batch and the number of training records).
+    The images come from the stage's own input pipeline, with the stage ``model``'s
+    preprocessing (as training sees them). Raises :class:`TooLarge` after the first batch when
+    the whole cache would not fit in ``memory_mb`` (estimated from that batch and the number
+    of training records).
     """
     started, cpu = time.time(), time.process_time()
 
@@ -133,7 +141,7 @@ def build_cache(
     limit = memory_mb * 2**20
     records = _records(configs["train_input_config"]) * len(flips)
     for flip in flips:
-        data = builder.train_dataset(_build_pass(configs, flip), producer, repeat=False)
+        data = builder.train_dataset(_build_pass(configs, flip), model, repeat=False)
         name = f"{stage} cache ({'flipped' if flip else 'unflipped'})"
         for features, _ in tqdm(data, desc=name, unit="batch"):
             batch_keys, out = compute(
@@ -142,10 +150,8 @@ def build_cache(
             keys.append(batch_keys.numpy())
             for k, v in out.items():
                 arrays.setdefault(k, []).append(v.numpy())
-            if len(keys) == 1 and _estimate(keys, arrays, records) > limit:
-                raise TooLarge(
-                    f"{_estimate(keys, arrays, records) / 2**20:.0f} MiB > cache.memory_mb={memory_mb}"
-                )
+            if len(keys) == 1 and (estimate := _estimate(keys, arrays, records)) > limit:
+                raise TooLarge(f"{estimate / 2**20:.0f} MiB > cache.memory_mb={memory_mb}")
     all_keys = np.concatenate(keys)
     _, first = np.unique(all_keys, return_index=True)  # an image seen twice keeps one entry
     first.sort()
@@ -183,6 +189,7 @@ def _build_pass(configs: dict, flip: bool) -> dict:
         train.data_augmentation_options.add().CopyFrom(step)
     reader.shuffle = False
     reader.num_epochs = 1
+    reader.sample_1_of_n_examples = 0  # every record: training's sample is drawn after a shuffle
     reader.drop_remainder = False  # every image, the last batch smaller
     out["train_config"], out["train_input_config"] = train, reader
     return out

@@ -124,12 +124,12 @@ class _ProposerAudit:
         return audit_lib.audit(self.groups, self.snapshot, self.snapshot.digest())
 
 
-def _predict_fn(run: StageRun, model, proposer_model, lookup):
+def _predict_fn(model, proposer_model, lookup, first_stage_only: bool):
     if lookup is not None:
-        return proposals.cached_predict(model, lookup, first_stage_only=run.spec.skips_second_stage)
+        return proposals.cached_predict(model, lookup, first_stage_only)
     if proposer_model is not None:
         return proposals.frozen_proposer_predict(model, proposer_model)
-    if run.spec.skips_second_stage:
+    if first_stage_only:
         return proposals.rpn_only_predict(model)
     return proposals.own_predict(model)
 
@@ -299,21 +299,21 @@ def _train_stage(run: StageRun) -> dict:
         _log_groups(run, groups, report, model.trainable_variables)
         snapshot = audit_lib.Snapshot.take(groups, run.spec.frozen_groups)
         initial_digest = audit_lib.load_or_store_digest(run.files.audit_init, snapshot)
-        proposer_model, proposer_audit, cached, extra = _frozen_inputs(run, model, configs, first)
-        lookup = cache_lib.CacheLookup(cached) if cached is not None else None
+        proposer_model, proposer_audit, lookup, extra = _frozen_inputs(run, model, configs, first)
+        first_stage_only = run.spec.skips_second_stage and run.proposer is None
         step_fn = make_train_step(
             model,
             optimizer,
-            _predict_fn(run, model, proposer_model, lookup),
-            first_stage_only=run.spec.skips_second_stage and run.proposer is None,
+            _predict_fn(model, proposer_model, lookup, first_stage_only),
+            first_stage_only=first_stage_only,
             clip_norm=configs["train_config"].gradient_clipping_by_norm or None,
             num_replicas=strategy.num_replicas_in_sync,
         )
         train_fn = _TrainFn(strategy, step_fn)
     distribution = _distribution(run, strategy, configs)
     curve = AnytimeCurve(run.files, run.eval_every, run.evaluate, run.step_offset, int(global_step.numpy()))
-    if cached is not None:  # building the cache is part of what training this stage cost
-        curve.train_cpu += cached.build_cpu_seconds
+    # Building the cache is part of what training this stage cost.
+    curve.train_cpu += extra.get("cache", {}).get("build_cpu_seconds", 0.0)
     # Outside the strategy's scope: evaluation builds its own model, which must not become a
     # distributed one (under MultiWorkerMirroredStrategy the chief alone would create it and hang).
     timings = _loop(run, train_fn, data, global_step, lr_fn, manager, _Anytime(curve, model), resume)
@@ -341,7 +341,7 @@ def _train_stage(run: StageRun) -> dict:
 
 
 def _frozen_inputs(run: StageRun, model, configs: dict, first) -> tuple:
-    """(live proposer, its audit, cache, metrics): where the frozen parts' outputs come from.
+    """(live proposer, its audit, cache lookup, metrics): where the frozen parts' outputs come from.
 
     With caching on, the frozen parts (the proposer, or the stage model's own frozen groups,
     already frozen and pinned here) run once over the training images. A proposer is then
@@ -359,9 +359,7 @@ def _frozen_inputs(run: StageRun, model, configs: dict, first) -> tuple:
     producer = proposer if proposer is not None else model
     outputs = cache_lib.producer_outputs(producer, decision.parts)
     try:
-        cached = cache_lib.build_cache(
-            run.name, producer, outputs, configs, decision.flips, decision.memory_mb
-        )
+        cached = cache_lib.build_cache(run.name, model, outputs, configs, decision.flips, decision.memory_mb)
     except cache_lib.TooLarge as exc:
         log.info("%s: frozen parts computed every step: the cache would take %s", run.name, exc)
         return proposer, audit, None, {"cache": {"parts": list(decision.parts), "off": f"would take {exc}"}}
@@ -369,7 +367,7 @@ def _frozen_inputs(run: StageRun, model, configs: dict, first) -> tuple:
     extra = {"cache": cached.summary()}
     if audit is not None:
         extra["proposer_audit"] = audit.check()
-    return None, None, cached, extra
+    return None, None, cache_lib.CacheLookup(cached), extra  # the lookup holds the only copy
 
 
 def _distribution(run: StageRun, strategy, configs) -> dict:

@@ -87,50 +87,58 @@ def frozen_proposer_predict(detector, proposer) -> PredictFn:
     def predict(images, true_shapes):
         rpn = proposer_first_stage(proposer, images)
         features = features_to_crop(detector, images)
-        image_shape = tf.shape(images)
-        with swapped(detector, "_first_stage_nms_fn", proposer._first_stage_nms_fn):
-            second = detector._predict_second_stage(
-                rpn["rpn_box_encodings"],
-                rpn["rpn_objectness_predictions_with_background"],
-                features,
-                rpn["anchors"],
-                image_shape,
-                true_shapes,
-            )
-        prediction = dict(rpn, image_shape=image_shape, rpn_features_to_crop=features)
-        prediction.update(second)
-        return prediction
+        return _second_stage(detector, rpn, features, images, true_shapes, proposer._first_stage_nms_fn)
 
     return predict
 
 
-def proposer_nms(
-    proposer, images: tf.Tensor, true_shapes: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(boxes, scores, num): the proposer's NMS output, exactly what the detector's NMS step gets.
+def _second_stage(model, rpn: dict, features: list, images, true_shapes, nms_fn) -> dict:
+    """``model``'s second stage on ``rpn`` outputs and ``features``, with ``nms_fn`` as its NMS."""
+    image_shape = tf.shape(images)
+    with swapped(model, "_first_stage_nms_fn", nms_fn):
+        second = model._predict_second_stage(
+            rpn["rpn_box_encodings"],
+            rpn["rpn_objectness_predictions_with_background"],
+            features,
+            rpn["anchors"],
+            image_shape,
+            true_shapes,
+        )
+    prediction = dict(rpn, image_shape=image_shape, rpn_features_to_crop=features)
+    prediction.update(second)
+    return prediction
 
-    The proposer's own ``_postprocess_rpn`` decodes, clips and suppresses as in
-    :func:`frozen_proposer_predict`; the NMS call is recorded, and ``_is_training`` is off
-    for the call so the minibatch sampling after it (which needs groundtruth) does not run.
-    Boxes are in absolute coordinates of the resized image, as the NMS returns them.
+
+def first_stage_nms(model, rpn: dict, images: tf.Tensor, true_shapes: tf.Tensor) -> tuple:
+    """(boxes, scores, num): the NMS output of ``model``'s first stage on ``rpn`` outputs.
+
+    Exactly what the detector's NMS step hands on: ``model``'s own ``_postprocess_rpn``
+    decodes, clips and suppresses as in :func:`frozen_proposer_predict`; the NMS call is
+    recorded, and ``_is_training`` is off for the call so the minibatch sampling after it
+    (which needs groundtruth) does not run. Boxes are in absolute coordinates of the resized
+    image, as the NMS returns them.
     """
-    rpn = proposer_first_stage(proposer, images)
-    nms, seen = proposer._first_stage_nms_fn, {}
+    nms, seen = model._first_stage_nms_fn, {}
 
     def recording(*args, **kwargs):
         seen["out"] = nms(*args, **kwargs)
         return seen["out"]
 
-    with swapped(proposer, "_first_stage_nms_fn", recording), swapped(proposer, "_is_training", False):
-        proposer._postprocess_rpn(
+    with swapped(model, "_first_stage_nms_fn", recording), swapped(model, "_is_training", False):
+        model._postprocess_rpn(
             rpn["rpn_box_encodings"],
             rpn["rpn_objectness_predictions_with_background"],
             rpn["anchors"],
-            proposer._image_batch_shape_2d(tf.shape(images)),
+            model._image_batch_shape_2d(tf.shape(images)),
             true_shapes,
         )
     boxes, scores, _, _, _, num = seen["out"]
     return boxes, scores, num
+
+
+def proposer_nms(proposer, images: tf.Tensor, true_shapes: tf.Tensor) -> tuple:
+    """(boxes, scores, num): the frozen proposer's NMS output for a batch (:func:`first_stage_nms`)."""
+    return first_stage_nms(proposer, proposer_first_stage(proposer, images), images, true_shapes)
 
 
 def cached_predict(model, lookup: Callable[[tf.Tensor], dict], first_stage_only: bool) -> PredictFn:
@@ -138,42 +146,34 @@ def cached_predict(model, lookup: Callable[[tf.Tensor], dict], first_stage_only:
 
     ``features/<level>``: the shared convs' output, in place of calling them (stages 3, 4).
     ``proposals/*``: an NMS output, replayed in place of the NMS (stage 2: the frozen
-    proposer's; stage 4: the stage's own frozen RPN's). The RPN fields of a second-stage
-    prediction are then one placeholder anchor: such a stage's RPN loss weights are 0
-    (:mod:`stages.cache` refuses otherwise), so its RPN loss is exactly 0 either way.
+    proposer's; stage 4: the stage's own frozen RPN's). The RPN fields of such a prediction
+    are one placeholder anchor: those stages' RPN loss weights are 0 (:mod:`stages.cache`
+    refuses otherwise), so their RPN loss is exactly 0 either way. Cached features without
+    cached proposals (frozen shared convs, an RPN that trains) run the stock ``predict``.
     """
 
     def predict(images, true_shapes):
         cached = lookup(images)
         levels = sorted((k for k in cached if k.startswith("features/")), key=lambda k: int(k.split("/")[1]))
         features = [cached[k] for k in levels] or None
-        if first_stage_only:
+        if "proposals/boxes" not in cached:
             with swapped(model, "_extract_proposal_features", lambda _images: (features, {})):
-                return model._predict_first_stage(images)
-        features = features or features_to_crop(model, images)
+                if first_stage_only:
+                    return model._predict_first_stage(images)
+                return model.predict(images, true_shapes)
         batch = tf.shape(images)[0]
         rpn = {
             "rpn_box_encodings": tf.zeros([batch, 1, 4]),
             "rpn_objectness_predictions_with_background": tf.zeros([batch, 1, 2]),
             "anchors": tf.constant([[0.0, 0.0, 1.0, 1.0]]),
         }
-        image_shape = tf.shape(images)
         boxes, scores, num = (cached[f"proposals/{k}"] for k in ("boxes", "scores", "num"))
 
         def replay(*_args, **_kwargs):
             return boxes, scores, tf.zeros_like(scores), None, {}, num
 
-        with swapped(model, "_first_stage_nms_fn", replay):
-            second = model._predict_second_stage(
-                rpn["rpn_box_encodings"],
-                rpn["rpn_objectness_predictions_with_background"],
-                features,
-                rpn["anchors"],
-                image_shape,
-                true_shapes,
-            )
-        prediction = dict(rpn, image_shape=image_shape, rpn_features_to_crop=features)
-        prediction.update(second)
-        return prediction
+        return _second_stage(
+            model, rpn, features or features_to_crop(model, images), images, true_shapes, replay
+        )
 
     return predict

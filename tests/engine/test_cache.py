@@ -48,7 +48,7 @@ def stage_two(alternating_run):
     proposer = Proposer("s1_rpn", s2.proposer, str(s1.directory / s1.read_done().checkpoint))
     proposer_model, _ = build_frozen_proposer(proposer, *first)
     outputs = cache_lib.producer_outputs(proposer_model, (PROPOSALS,))
-    cached = cache_lib.build_cache("s2_fast_rcnn", proposer_model, outputs, configs, (False, True), MEMORY_MB)
+    cached = cache_lib.build_cache("s2_fast_rcnn", detector, outputs, configs, (False, True), MEMORY_MB)
     return detector, proposer_model, cached, data
 
 
@@ -117,6 +117,18 @@ def test_a_batch_on_cached_frozen_parts_has_the_live_losses_and_gradients(frozen
     cached_fn = proposals.cached_predict(model, cache_lib.CacheLookup(cached), first_stage_only=rpn_only)
     replayed = _losses_and_gradients(model, cached_fn, features, labels, rpn_only)
     _assert_same(live, replayed, "RPNLoss" if rpn_only else "BoxClassifierLoss")
+
+
+def test_cached_features_alone_serve_a_stage_whose_second_stage_runs(frozen_own):
+    """Frozen shared convs, a trained RPN and the second stage on (e.g. stage 3 with a detector
+    loss): cached features, the RPN and its proposals live; the losses and gradients as live."""
+    name, model, cached, data = frozen_own
+    if name != "s3_rpn_shared":
+        pytest.skip("stage 4's RPN is frozen: it caches its proposals too")
+    features, labels = next(data)
+    live = _losses_and_gradients(model, proposals.own_predict(model), features, labels)
+    cached_fn = proposals.cached_predict(model, cache_lib.CacheLookup(cached), first_stage_only=False)
+    _assert_same(live, _losses_and_gradients(model, cached_fn, features, labels), "RPNLoss")
 
 
 def test_an_image_not_in_the_cache_stops_the_step(stage_two):

@@ -54,6 +54,10 @@ def test_what_each_stage_caches_follows_from_its_spec(specs, compose_config):
     assert parts(specs.s3_rpn_shared) == (FEATURES,)  # its RPN trains: only the shared convs are fixed
     assert parts(specs.s4_detector_head) == (FEATURES, PROPOSALS)  # shared convs and RPN both frozen
     assert parts(specs.s1_rpn) == parts(specs.end_to_end) == ()
+    with_detector_loss = to_object(
+        compose_config(["stages.s3_rpn_shared.loss_weights.detector_localization=1"])
+    )
+    assert parts(with_detector_loss.stages.s3_rpn_shared) == (FEATURES,)  # its RPN trains: proposals live
     shared = to_object(compose_config(["schedule=alternating_shared"])).stages
     assert parts(shared.s2_fast_rcnn) == ()  # trains its shared convs and proposes for itself
 
