@@ -257,6 +257,7 @@ def main() -> None:
             }
         elif args.only == "caching":
             kept["caching"] = caching.run_all(tmp, env, quick)
+            kept["caching_machine"] = machine()
         elif args.only == "cadence":
             kept["cadence"] = cadence.run_all(tmp, env, quick)
         else:
