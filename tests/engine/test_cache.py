@@ -119,12 +119,11 @@ def test_a_batch_on_cached_frozen_parts_has_the_live_losses_and_gradients(frozen
     _assert_same(live, replayed, "RPNLoss" if rpn_only else "BoxClassifierLoss")
 
 
+@pytest.mark.parametrize("frozen_own", ["s3_rpn_shared"], indirect=True)
 def test_cached_features_alone_serve_a_stage_whose_second_stage_runs(frozen_own):
     """Frozen shared convs, a trained RPN and the second stage on (e.g. stage 3 with a detector
     loss): cached features, the RPN and its proposals live; the losses and gradients as live."""
-    name, model, cached, data = frozen_own
-    if name != "s3_rpn_shared":
-        pytest.skip("stage 4's RPN is frozen: it caches its proposals too")
+    _, model, cached, data = frozen_own
     features, labels = next(data)
     live = _losses_and_gradients(model, proposals.own_predict(model), features, labels)
     cached_fn = proposals.cached_predict(model, cache_lib.CacheLookup(cached), first_stage_only=False)
