@@ -20,7 +20,7 @@ stage from the stage's own ``metrics.json``):
    runs just this and keeps the other figures).
 8. caching: stages 2-4 on cached frozen outputs against live ones, whole alternating chains in
    fresh processes, in alternation, tiny and a few resnet50 steps (:mod:`bench.caching`; only
-   with ``--only caching``, about 25 minutes).
+   with ``--only caching``, about 35 minutes).
 9. evidence: the defaults study, read from a sweep directory (:mod:`bench.evidence`; only with
    ``--only evidence --sweep DIR``; the sweep itself takes hours and is run apart).
 
