@@ -210,9 +210,20 @@ def crossings(alternating: dict | None, end_to_end: dict | None) -> list[dict]:
 # ---------------------------------------------------------------- jobs
 
 
+def overrides_file(job_dir: Path) -> Path | None:
+    """The job's Hydra overrides: those of the command that trained in it (``.hydra/``), or, in
+    a job that trained nothing, those of its command (``.hydra/<command>/``: see
+    ``orchestrator/cluster.py``, ``_hydra_subdir``); None for a directory that is not a job."""
+    top = job_dir / ".hydra" / "overrides.yaml"
+    if top.is_file():
+        return top
+    nested = sorted((job_dir / ".hydra").glob("*/overrides.yaml"))
+    return nested[0] if nested else None
+
+
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    """Hydra job directories (they hold ``.hydra/overrides.yaml``), in job-number order."""
-    dirs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()]
+    """Hydra job directories (they hold overrides, :func:`overrides_file`), in job-number order."""
+    dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and overrides_file(d) is not None]
     return sorted(dirs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
 
 
@@ -222,7 +233,7 @@ def read_job(job_dir: Path) -> dict:
     ``skipped`` carries the reason: a failed job, or a finished one without a comparison
     (e.g. ``stage=plan``) or with an unreadable one.
     """
-    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = yaml.safe_load(overrides_file(job_dir).read_text()) or []
     job = {"job": job_dir.name, "overrides": list(overrides), "seed": seed_of(overrides)}
     status_file, comparison = job_dir / "job_status.json", job_dir / "comparison" / "comparison.json"
     if not status_file.exists():  # its comparison.json may be half-written: do not read it

@@ -49,7 +49,7 @@ def _final_metrics(job_dir: Path) -> dict[str, float | None]:
 
 def job_row(job_dir: Path) -> dict[str, Any]:
     status = json.loads((job_dir / "job_status.json").read_text())
-    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = yaml.safe_load(study.overrides_file(job_dir).read_text()) or []
     return {
         "job": job_dir.name,
         "overrides": " ".join(overrides),

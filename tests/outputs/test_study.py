@@ -345,3 +345,20 @@ def test_a_running_jobs_half_written_comparison_is_not_read(tmp_path):
     assert study.read_job(job)["state"] == "running"
     (job / "job_status.json").write_text('{"status": "compl')
     assert study.read_job(job)["reason"].startswith("unreadable: ")
+
+
+def test_a_job_is_filed_under_the_command_that_trained_in_it(tmp_path):
+    """A later export in the job's directory writes .hydra/export/ (orchestrator/cluster.py); a
+    job that trained nothing has only its command's subdirectory."""
+    from orchestrator.outputs.study import job_dirs, read_job
+
+    trained = write_job(tmp_path, 0, ["stage=all", "seed=2"])
+    (trained / ".hydra" / "export").mkdir()
+    (trained / ".hydra" / "export" / "overrides.yaml").write_text(yaml.safe_dump(["stage=export"]))
+    plan_only = tmp_path / "1" / ".hydra" / "plan"
+    plan_only.mkdir(parents=True)
+    (plan_only / "overrides.yaml").write_text(yaml.safe_dump(["stage=plan", "seed=1"]))
+    (tmp_path / "not_a_job").mkdir()
+    assert [d.name for d in job_dirs(tmp_path)] == ["0", "1"]
+    assert read_job(trained)["overrides"] == ["stage=all", "seed=2"]
+    assert read_job(tmp_path / "1")["overrides"] == ["stage=plan", "seed=1"]
