@@ -46,21 +46,18 @@ def producer_outputs(model, parts: tuple[str, ...]) -> Outputs:
     """What the frozen part of ``model`` computes per image: ``features/<level>`` and/or proposals.
 
     Proposals are the NMS output (``proposals/boxes``, ``/scores``, ``/num``), exactly what the
-    detector's NMS step hands on (:func:`orchestrator.odapi.proposals.proposer_nms`).
+    detector's NMS step hands on (:func:`orchestrator.odapi.proposals.first_stage_nms`).
     """
 
     def outputs(images, true_shapes):
-        if PROPOSALS not in parts:
-            features = proposals.features_to_crop(model, images)
-        else:  # one pass of the first stage gives both (its features: rpn_features_to_crop)
+        out = {}
+        if PROPOSALS in parts:  # one pass of the first stage gives both (rpn_features_to_crop)
             rpn = model._predict_first_stage(images)
             features = rpn["rpn_features_to_crop"]
             boxes, scores, num = proposals.first_stage_nms(model, rpn, images, true_shapes)
-        out = (
-            {"proposals/boxes": boxes, "proposals/scores": scores, "proposals/num": num}
-            if PROPOSALS in parts
-            else {}
-        )
+            out = {"proposals/boxes": boxes, "proposals/scores": scores, "proposals/num": num}
+        else:
+            features = proposals.features_to_crop(model, images)
         if FEATURES in parts:
             out |= {f"features/{level}": f for level, f in enumerate(features)}
         return out

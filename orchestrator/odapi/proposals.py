@@ -13,7 +13,7 @@ without editing the package, all in this one module:
   The proposer's NMS function (its top-k and IoU) replaces the detector's while it runs;
 * ``cached`` - frozen parts' outputs computed once per image (``orchestrator/engine/cache.py``)
   and replayed: shared features in place of the shared convs' call, and an NMS output
-  (:func:`proposer_nms`) in place of the NMS. Everything after them (minibatch sampling,
+  (:func:`first_stage_nms`) in place of the NMS. Everything after them (minibatch sampling,
   cropping, the detector, the RPN head of stage 3, the losses) stays stock.
 """
 
@@ -134,11 +134,6 @@ def first_stage_nms(model, rpn: dict, images: tf.Tensor, true_shapes: tf.Tensor)
         )
     boxes, scores, _, _, _, num = seen["out"]
     return boxes, scores, num
-
-
-def proposer_nms(proposer, images: tf.Tensor, true_shapes: tf.Tensor) -> tuple:
-    """(boxes, scores, num): the frozen proposer's NMS output for a batch (:func:`first_stage_nms`)."""
-    return first_stage_nms(proposer, proposer_first_stage(proposer, images), images, true_shapes)
 
 
 def cached_predict(model, lookup: Callable[[tf.Tensor], dict], first_stage_only: bool) -> PredictFn:

@@ -221,6 +221,11 @@ def overrides_file(job_dir: Path) -> Path | None:
     return nested[0] if nested else None
 
 
+def job_overrides(job_dir: Path) -> list[str]:
+    """The overrides of :func:`overrides_file`, as a list."""
+    return list(yaml.safe_load(overrides_file(job_dir).read_text()) or [])
+
+
 def job_dirs(sweep_dir: Path) -> list[Path]:
     """Hydra job directories (they hold overrides, :func:`overrides_file`), in job-number order."""
     dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and overrides_file(d) is not None]
@@ -233,8 +238,8 @@ def read_job(job_dir: Path) -> dict:
     ``skipped`` carries the reason: a failed job, or a finished one without a comparison
     (e.g. ``stage=plan``) or with an unreadable one.
     """
-    overrides = yaml.safe_load(overrides_file(job_dir).read_text()) or []
-    job = {"job": job_dir.name, "overrides": list(overrides), "seed": seed_of(overrides)}
+    overrides = job_overrides(job_dir)
+    job = {"job": job_dir.name, "overrides": overrides, "seed": seed_of(overrides)}
     status_file, comparison = job_dir / "job_status.json", job_dir / "comparison" / "comparison.json"
     if not status_file.exists():  # its comparison.json may be half-written: do not read it
         return {**job, "state": "running"}

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -49,7 +48,7 @@ def _final_metrics(job_dir: Path) -> dict[str, float | None]:
 
 def job_row(job_dir: Path) -> dict[str, Any]:
     status = json.loads((job_dir / "job_status.json").read_text())
-    overrides = yaml.safe_load(study.overrides_file(job_dir).read_text()) or []
+    overrides = study.job_overrides(job_dir)
     return {
         "job": job_dir.name,
         "overrides": " ".join(overrides),
