@@ -16,11 +16,11 @@ reads the stage's spec and its generated ``pipeline.config``, nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from object_detection.protos import pipeline_pb2, preprocessor_pb2
 
-from stages.spec import CacheMode, StageSpec, Strategy
+from stages.spec import CacheConfig, CacheMode, StageSpec, Strategy
 
 FLIP = "random_horizontal_flip"
 # Steps that leave the image a deterministic function of the decoded one: cached outputs stay exact.
@@ -59,7 +59,7 @@ class CacheDecision:
     why: str
     parts: tuple[str, ...] = ()
     flips: tuple[bool, ...] = ()  # the flip states the cache holds (False: unflipped)
-    memory_mb: int = 0  # the most the cache may take; a larger one is not built
+    settings: CacheConfig = field(default_factory=CacheConfig)  # budgets, float16, keep
 
 
 def parts(spec: StageSpec) -> tuple[str, ...]:
@@ -80,27 +80,28 @@ def parts(spec: StageSpec) -> tuple[str, ...]:
 def stage_cache(
     spec: StageSpec,
     pipeline: pipeline_pb2.TrainEvalPipelineConfig,
-    mode: CacheMode,
+    settings: CacheConfig,
     strategy: Strategy,
-    memory_mb: int = 2048,
 ) -> CacheDecision | None:
     """The decision for a stage with something to cache; None for a stage with nothing."""
     cached = parts(spec)
     if not cached:
         return None
     what = " and ".join(_describe(spec, p) for p in cached)
-    blockers = _blockers(pipeline, mode, strategy, PROPOSALS in cached)
+    blockers = _blockers(pipeline, settings.mode, strategy, PROPOSALS in cached)
     if blockers:
         return CacheDecision(
             spec.name, False, f"{spec.name}: {what} computed every step: {blockers[0]}", cached
         )
     flips = flip_states(pipeline.train_config)
     states = " and ".join("flipped" if f else "unflipped" for f in flips)
+    approximate = ", features as float16 (approximate)" if settings.float16 and FEATURES in cached else ""
     why = (
-        f"{spec.name}: {what} computed once per image ({states}), in memory up to "
-        f"cache.memory_mb={memory_mb} (cache.mode=off computes them every step)"
+        f"{spec.name}: {what} computed once per image ({states}{approximate}), read from memory up to "
+        f"cache.memory_mb={settings.memory_mb}, else from disk up to cache.disk_mb={settings.disk_mb} "
+        "(cache.mode=off computes them every step)"
     )
-    return CacheDecision(spec.name, True, why, cached, flips, memory_mb)
+    return CacheDecision(spec.name, True, why, cached, flips, settings)
 
 
 def _describe(spec: StageSpec, part: str) -> str:

@@ -283,12 +283,18 @@ class BudgetConfig:
 class CacheConfig:
     """Frozen parts computed once per (image, flip) instead of every step ("Caching" in the README).
 
-    What each stage caches, and when that is exact: ``stages/cache.py``. Held in memory; a
-    cache above ``memory_mb`` is not built (the stage computes those parts every step).
+    What each stage caches, and when that is exact: ``stages/cache.py``. Written under the run
+    (``<run>/cache``; a sweep's jobs share ``<sweep>/cache``) and read from memory up to
+    ``memory_mb``, else from disk up to ``disk_mb``; a larger one is not built (the stage
+    computes those parts every step). ``float16`` halves cached features (approximate);
+    ``keep`` leaves a stage's cache on disk after it finishes (for later runs and sweeps).
     """
 
     mode: CacheMode = CacheMode.auto
     memory_mb: int = 2048
+    disk_mb: int = 20480
+    float16: bool = False
+    keep: bool = False
 
 
 @dataclass
@@ -350,6 +356,12 @@ _MINIMUMS: tuple[tuple[str, int, str, str], ...] = (
         0,
         "the most memory a stage's cache may take, in MiB",
         "set e.g. cache.memory_mb=2048",
+    ),
+    (
+        "cache.disk_mb",
+        0,
+        "the most disk a stage's cache read from disk may take, in MiB",
+        "set e.g. cache.disk_mb=20480",
     ),
     (
         "eval.max_images",

@@ -8,6 +8,7 @@ import time
 import tensorflow as tf
 
 from orchestrator.engine import evaluate, interrupts
+from orchestrator.engine.cache_store import CacheContext
 from orchestrator.engine.distribute import Worker
 from orchestrator.engine.memory import peak_rss_mb, reset_peak_rss
 from orchestrator.engine.runner import Proposer, StageRun, train_stage
@@ -40,9 +41,7 @@ def train_and_evaluate(
         )
         proposer = Proposer(stage.proposer.stage, path, stage.proposer.checkpoint)
     cfg = ctx.cfg
-    cache = cache_policy.stage_cache(
-        stage.plan.spec, stage.pipeline, cfg.cache.mode, cfg.train.strategy, cfg.cache.memory_mb
-    )
+    cache = cache_policy.stage_cache(stage.plan.spec, stage.pipeline, cfg.cache, cfg.train.strategy)
     if cache is not None:
         log.info(cache.why)
     tf.keras.backend.clear_session()
@@ -71,6 +70,7 @@ def train_and_evaluate(
         worker=worker,
         resume_key=resume_key,
         cache=cache,
+        cache_context=CacheContext(_cache_root(ctx), ctx.data.fingerprint, ctx.code),
     )
     metrics = train_stage(run)
     checkpoint = metrics["checkpoint"]
@@ -79,6 +79,11 @@ def train_and_evaluate(
     metrics.update(_final_evaluation(stage, evaluator, checkpoint, work, metrics))
     metrics["peak_rss_mb"] = peak_rss_mb()  # this stage's training and evaluation
     return metrics, checkpoint
+
+
+def _cache_root(ctx: RunContext):
+    """``<run>/cache``; in a sweep ``<sweep>/cache``, so jobs differing only downstream share caches."""
+    return (ctx.stage_store.parent if ctx.stage_store is not None else ctx.run_dir) / "cache"
 
 
 def _no_evaluation(_weights: str) -> dict:

@@ -20,11 +20,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from orchestrator.engine import cache_store
 from orchestrator.odapi import builder, fields, proposals
 from stages.cache import FEATURES, FLIP, PROPOSALS
 
@@ -67,12 +69,15 @@ def producer_outputs(model, parts: tuple[str, ...]) -> Outputs:
 
 @dataclass
 class FrozenCache:
-    """Named arrays per distinct preprocessed image (first axis: entry), in memory."""
+    """Named arrays per built image (first axis: row), read from the cache's directory."""
 
-    keys: np.ndarray  # int64 [n]
-    arrays: dict[str, np.ndarray]
+    keys: np.ndarray  # int64 [rows]
+    arrays: dict[str, np.ndarray]  # memory-mapped; read whole (memory) or per batch (disk)
     flips: int
-    build_seconds: float
+    place: str  # "memory" or "disk"
+    directory: Path
+    reused: bool  # complete on disk already (a resumed stage, or another sweep job built it)
+    build_seconds: float  # this process's: building, or loading a reused cache
     build_cpu_seconds: float
 
     @property
@@ -82,10 +87,13 @@ class FrozenCache:
     def summary(self) -> dict:
         return {
             "parts": sorted({name.split("/")[0] for name in self.arrays}),
-            "place": "memory",
+            "place": self.place,
+            "directory": str(self.directory),
+            "reused": self.reused,
             "entries": len(self.keys),
             "flips": self.flips,
             "shapes": {name: list(a.shape[1:]) for name, a in self.arrays.items()},
+            "dtypes": {name: str(a.dtype) for name, a in self.arrays.items()},
             "bytes": self.nbytes,
             "build_seconds": round(self.build_seconds, 2),
             "build_cpu_seconds": round(self.build_cpu_seconds, 2),
@@ -93,14 +101,23 @@ class FrozenCache:
 
 
 class CacheLookup:
-    """``lookup(images) -> {name: tensor [batch, ...]}`` for a batch, inside the training step."""
+    """``lookup(images) -> {name: tensor [batch, ...]}`` for a batch, inside the training step.
+
+    A cache placed in memory becomes constants of the step; one placed on disk is read per
+    batch from its memory-mapped files (``tf.numpy_function``: the page cache does the rest).
+    float16 entries are widened back to float32 for the stock heads.
+    """
 
     def __init__(self, cache: FrozenCache) -> None:
         with tf.init_scope():
             rows = tf.range(len(cache.keys), dtype=tf.int64)
-            initializer = tf.lookup.KeyValueTensorInitializer(tf.constant(cache.keys), rows)
+            initializer = tf.lookup.KeyValueTensorInitializer(tf.constant(np.asarray(cache.keys)), rows)
             self.table = tf.lookup.StaticHashTable(initializer, default_value=-1)
-            self.arrays = {name: tf.constant(a) for name, a in cache.arrays.items()}
+            self.memory = cache.place == "memory"
+            if self.memory:
+                self.arrays = {name: tf.constant(np.asarray(a)) for name, a in cache.arrays.items()}
+            else:
+                self.arrays = cache.arrays
 
     def __call__(self, images: tf.Tensor) -> dict:
         rows = self.table.lookup(image_keys(images))
@@ -110,60 +127,90 @@ class CacheLookup:
         )
         with tf.control_dependencies([found]):
             rows = tf.identity(rows)
-        return {name: tf.gather(a, rows) for name, a in self.arrays.items()}
+        out = {name: self._gather(name, rows) for name in self.arrays}
+        return {name: tf.cast(v, tf.float32) if v.dtype == tf.float16 else v for name, v in out.items()}
 
-
-class TooLarge(Exception):
-    """The cache would exceed its memory budget: the stage computes those parts every step."""
+    def _gather(self, name: str, rows: tf.Tensor) -> tf.Tensor:
+        if self.memory:
+            return tf.gather(self.arrays[name], rows)
+        array = self.arrays[name]
+        value = tf.numpy_function(lambda r: np.ascontiguousarray(array[r]), [rows], tf.as_dtype(array.dtype))
+        value.set_shape([None, *array.shape[1:]])
+        return value
 
 
 def build_cache(
-    stage: str, model, outputs: Outputs, configs: dict, flips: tuple[bool, ...], memory_mb: int
+    stage: str,
+    model,
+    outputs: Outputs,
+    configs: dict,
+    flips: tuple[bool, ...],
+    budget: cache_store.Budget,
+    directory: Path,
 ) -> FrozenCache:
-    """Run ``outputs`` over every training image in each flip state of ``flips``.
+    """The cache in ``directory``: reused when complete there, else built by running ``outputs``
+    over every training image in each flip state of ``flips``.
 
     The images come from the stage's own input pipeline, with the stage ``model``'s
-    preprocessing (as training sees them). Raises :class:`TooLarge` after the first batch when
-    the whole cache would not fit in ``memory_mb`` (estimated from that batch and the number
-    of training records).
+    preprocessing (as training sees them). Rows are written to disk as they are computed (a
+    partial directory, renamed when complete). After the first batch the whole size is
+    estimated from it and the number of training records; :class:`~orchestrator.engine.cache_store.TooLarge` when it fits
+    neither budget (nothing is left behind).
     """
     started, cpu = time.time(), time.process_time()
+    found = cache_store.load(directory)
+    if found is not None:
+        keys, arrays, meta = found
+        place = budget.place(keys.nbytes + sum(a.nbytes for a in arrays.values()), float("inf"))
+        return FrozenCache(
+            keys,
+            arrays,
+            meta["flips"],
+            place,
+            directory,
+            True,
+            time.time() - started,
+            time.process_time() - cpu,
+        )
 
     @tf.function(reduce_retracing=True)
     def compute(images, true_shapes):
         tf.keras.backend.set_learning_phase(True)  # as the training step (frozen BatchNorm is pinned)
         return image_keys(images), outputs(images, true_shapes)
 
-    keys, arrays = [], {}
-    limit = memory_mb * 2**20
-    records = _records(configs["train_input_config"]) * len(flips)
-    for flip in flips:
-        data = builder.train_dataset(_build_pass(configs, flip), model, repeat=False)
-        name = f"{stage} cache ({'flipped' if flip else 'unflipped'})"
-        for features, _ in tqdm(data, desc=name, unit="batch"):
-            batch_keys, out = compute(
-                features[fields.InputDataFields.image], features[fields.InputDataFields.true_image_shape]
-            )
-            keys.append(batch_keys.numpy())
-            for k, v in out.items():
-                arrays.setdefault(k, []).append(v.numpy())
-            if len(keys) == 1 and (estimate := _estimate(keys, arrays, records)) > limit:
-                raise TooLarge(f"{estimate / 2**20:.0f} MiB > cache.memory_mb={memory_mb}")
-    all_keys = np.concatenate(keys)
-    _, first = np.unique(all_keys, return_index=True)  # an image seen twice keeps one entry
-    first.sort()
+    capacity = _records(configs["train_input_config"]) * len(flips)
+    writer, place = None, None
+    try:
+        for flip in flips:
+            data = builder.train_dataset(_build_pass(configs, flip), model, repeat=False)
+            name = f"{stage} cache ({'flipped' if flip else 'unflipped'})"
+            for features, _ in tqdm(data, desc=name, unit="batch"):
+                batch_keys, out = compute(
+                    features[fields.InputDataFields.image], features[fields.InputDataFields.true_image_shape]
+                )
+                batch_keys, out = batch_keys.numpy(), {k: v.numpy() for k, v in out.items()}
+                if writer is None:
+                    writer = cache_store.Writer(directory, capacity, budget.float16)
+                    size = _estimate(writer, batch_keys, out, capacity)
+                    place = budget.place(size, cache_store.free_mb(directory))
+                writer.append(batch_keys, out)
+        writer.commit({"stage": stage, "flips": len(flips)})
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    keys, arrays, _ = cache_store.load(directory)
     return FrozenCache(
-        keys=all_keys[first],
-        arrays={k: np.concatenate(v)[first] for k, v in arrays.items()},
-        flips=len(flips),
-        build_seconds=time.time() - started,
-        build_cpu_seconds=time.process_time() - cpu,
+        keys, arrays, len(flips), place, directory, False, time.time() - started, time.process_time() - cpu
     )
 
 
-def _estimate(keys: list, arrays: dict, records: int) -> float:
-    per_entry = (keys[0].nbytes + sum(v[0].nbytes for v in arrays.values())) / len(keys[0])
-    return per_entry * records
+def _estimate(writer: cache_store.Writer, keys: np.ndarray, outputs: dict, rows: int) -> float:
+    """Bytes of ``rows`` entries as stored, from one batch."""
+    per_entry = keys[0].nbytes + sum(
+        v[0].size * writer.stored_dtype(name, v).itemsize for name, v in outputs.items()
+    )
+    return per_entry * rows
 
 
 def _records(reader) -> int:
@@ -193,15 +240,19 @@ def _build_pass(configs: dict, flip: bool) -> dict:
 
 
 def log_summary(stage: str, cache: FrozenCache) -> None:
-    shapes = ", ".join(f"{name} {list(a.shape[1:])}" for name, a in cache.arrays.items())
+    shapes = ", ".join(f"{name} {list(a.shape[1:])} {a.dtype}" for name, a in cache.arrays.items())
+    how = "reused" if cache.reused else "built"
     log.info(
-        "%s: cached %d entries (%d flip state%s; %s) = %.1f MiB in memory; built in %.1f s (CPU %.1f s)",
+        "%s: cached %d entries (%d flip state%s; %s) = %.1f MiB, read from %s; %s in %.1f s (CPU %.1f s): %s",
         stage,
         len(cache.keys),
         cache.flips,
         "s" if cache.flips > 1 else "",
         shapes,
         cache.nbytes / 2**20,
+        cache.place,
+        how,
         cache.build_seconds,
         cache.build_cpu_seconds,
+        cache.directory,
     )

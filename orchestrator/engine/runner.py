@@ -36,8 +36,9 @@ from tqdm import tqdm
 
 from orchestrator.engine import audit as audit_lib
 from orchestrator.engine import cache as cache_lib
-from orchestrator.engine import interrupts
+from orchestrator.engine import cache_store, interrupts
 from orchestrator.engine.anytime import AnytimeCurve, Evaluate
+from orchestrator.engine.cache_store import CacheContext, cache_key
 from orchestrator.engine.distribute import LOST, Worker, lost_contact
 from orchestrator.engine.evaluate import EvaluationStopped
 from orchestrator.engine.step import make_train_step
@@ -82,6 +83,7 @@ class StageRun:
     worker: Worker = field(default_factory=lambda: Worker(None))  # strategy and cluster role
     resume_key: str = ""  # multi-worker: where the chief publishes the checkpoint all resume from
     cache: CacheDecision | None = None  # stages 2-4: train on frozen parts' cached outputs
+    cache_context: CacheContext | None = None  # where caches live; what every cache key includes
 
     @property
     def files(self) -> StageFiles:
@@ -299,7 +301,9 @@ def _train_stage(run: StageRun) -> dict:
         _log_groups(run, groups, report, model.trainable_variables)
         snapshot = audit_lib.Snapshot.take(groups, run.spec.frozen_groups)
         initial_digest = audit_lib.load_or_store_digest(run.files.audit_init, snapshot)
-        proposer_model, proposer_audit, lookup, extra = _frozen_inputs(run, model, configs, first)
+        proposer_model, proposer_audit, lookup, extra = _frozen_inputs(
+            run, model, configs, first, initial_digest
+        )
         first_stage_only = run.spec.skips_second_stage and run.proposer is None
         step_fn = make_train_step(
             model,
@@ -318,6 +322,7 @@ def _train_stage(run: StageRun) -> dict:
     # distributed one (under MultiWorkerMirroredStrategy the chief alone would create it and hang).
     timings = _loop(run, train_fn, data, global_step, lr_fn, manager, _Anytime(curve, model), resume)
     audit_result = audit_lib.audit(groups, snapshot, initial_digest)
+    _release_cache(run, extra)
     if proposer_audit is not None:
         extra["proposer_audit"] = proposer_audit.check()
     metrics = {
@@ -340,13 +345,14 @@ def _train_stage(run: StageRun) -> dict:
     return metrics
 
 
-def _frozen_inputs(run: StageRun, model, configs: dict, first) -> tuple:
+def _frozen_inputs(run: StageRun, model, configs: dict, first, frozen_digest: dict) -> tuple:
     """(live proposer, its audit, cache lookup, metrics): where the frozen parts' outputs come from.
 
     With caching on, the frozen parts (the proposer, or the stage model's own frozen groups,
-    already frozen and pinned here) run once over the training images. A proposer is then
+    already frozen and pinned here) run once over the training images, or a complete cache
+    of the same key is reused (:mod:`orchestrator.engine.cache_store`). A proposer is then
     audited at once (it must leave that pass bit-identical) and dropped: training never calls
-    it. A cache above ``cache.memory_mb`` is not built: the stage computes those parts live.
+    it. A cache above both budgets is not built: the stage computes those parts live.
     """
     decision = run.cache if run.cache is not None and run.cache.on else None
     proposer = audit = None
@@ -354,20 +360,35 @@ def _frozen_inputs(run: StageRun, model, configs: dict, first) -> tuple:
         proposer, groups = build_frozen_proposer(run.proposer, *first)
         audit = _ProposerAudit(groups)
         log.info("  proposals from frozen %s (%s)", run.proposer.stage, run.proposer.checkpoint)
-    if decision is None:
+    if decision is None or run.cache_context is None:
         return proposer, audit, None, {}
     producer = proposer if proposer is not None else model
-    outputs = cache_lib.producer_outputs(producer, decision.parts)
+    settings = decision.settings
+    digest = audit.snapshot.digest() if audit is not None else frozen_digest
+    key = cache_key(run.cache_context, digest, configs, decision.parts, decision.flips, settings.float16)
+    directory = run.cache_context.root / f"{run.name}-{key}"
+    budget = cache_store.Budget(settings.memory_mb, settings.disk_mb, settings.float16)
     try:
-        cached = cache_lib.build_cache(run.name, model, outputs, configs, decision.flips, decision.memory_mb)
-    except cache_lib.TooLarge as exc:
+        cached = cache_lib.build_cache(
+            run.name, model, cache_lib.producer_outputs(producer, decision.parts), configs, decision.flips,
+            budget, directory,
+        )  # fmt: skip
+    except cache_store.TooLarge as exc:
         log.info("%s: frozen parts computed every step: the cache would take %s", run.name, exc)
         return proposer, audit, None, {"cache": {"parts": list(decision.parts), "off": f"would take {exc}"}}
     cache_lib.log_summary(run.name, cached)
-    extra = {"cache": cached.summary()}
+    extra = {"cache": cached.summary() | {"kept": settings.keep}}
     if audit is not None:
         extra["proposer_audit"] = audit.check()
     return None, None, cache_lib.CacheLookup(cached), extra  # the lookup holds the only copy
+
+
+def _release_cache(run: StageRun, extra: dict) -> None:
+    """A finished stage's cache is deleted unless ``cache.keep`` (an interrupted one stays for resume)."""
+    cache = extra.get("cache", {})
+    if cache.get("directory") and not cache.get("kept"):
+        shutil.rmtree(cache["directory"], ignore_errors=True)
+        log.info("%s: removed its cache (cache.keep=true keeps it for later runs)", run.name)
 
 
 def _distribution(run: StageRun, strategy, configs) -> dict:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from orchestrator.engine import cache as cache_lib
+from orchestrator.engine import cache_store
 from orchestrator.engine.runner import Proposer, build_frozen_proposer
 from orchestrator.engine.step import compute_losses
 from orchestrator.layout import StageFiles
@@ -18,7 +20,7 @@ from stages.groups import resolve_groups
 
 pytestmark = pytest.mark.slow
 TRAINS = {"s3_rpn_shared": ("rpn",), "s4_detector_head": ("detector_features", "detector_head")}
-MEMORY_MB = 2048
+MEMORY = cache_store.Budget(memory_mb=2048)
 
 
 def _stage(run_dir, name: str) -> StageFiles:
@@ -40,7 +42,7 @@ def _model(files: StageFiles):
 
 
 @pytest.fixture(scope="module")
-def stage_two(alternating_run):
+def stage_two(alternating_run, tmp_path_factory):
     """Stage 2's detector, its frozen proposer, and the proposals cache."""
     run_dir, _ = alternating_run
     s1, s2 = _stage(run_dir, "s1_rpn"), _stage(run_dir, "s2_fast_rcnn")
@@ -48,21 +50,23 @@ def stage_two(alternating_run):
     proposer = Proposer("s1_rpn", s2.proposer, str(s1.directory / s1.read_done().checkpoint))
     proposer_model, _ = build_frozen_proposer(proposer, *first)
     outputs = cache_lib.producer_outputs(proposer_model, (PROPOSALS,))
-    cached = cache_lib.build_cache("s2_fast_rcnn", detector, outputs, configs, (False, True), MEMORY_MB)
+    directory = tmp_path_factory.mktemp("caches") / "s2"
+    cached = cache_lib.build_cache(
+        "s2_fast_rcnn", detector, outputs, configs, (False, True), MEMORY, directory
+    )
     return detector, proposer_model, cached, data
 
 
 @pytest.fixture(scope="module", params=["s3_rpn_shared", "s4_detector_head"])
-def frozen_own(request, alternating_run):
+def frozen_own(request, alternating_run, tmp_path_factory):
     """Stage 3 or 4: its model, frozen as the stage trains it, and the cache of its frozen parts."""
     run_dir, _ = alternating_run
     name = request.param
     model, configs, data, _ = _model(_stage(run_dir, name))
     resolve_groups(model).set_trainable(TRAINS[name])
     parts = (FEATURES,) if name == "s3_rpn_shared" else (FEATURES, PROPOSALS)
-    cached = cache_lib.build_cache(
-        name, model, cache_lib.producer_outputs(model, parts), configs, (False, True), MEMORY_MB
-    )
+    outputs, directory = cache_lib.producer_outputs(model, parts), tmp_path_factory.mktemp("caches") / name
+    cached = cache_lib.build_cache(name, model, outputs, configs, (False, True), MEMORY, directory)
     return name, model, cached, data
 
 
@@ -141,12 +145,72 @@ def test_an_image_not_in_the_cache_stops_the_step(stage_two):
         lookup(features[fields.InputDataFields.image] + 1.0)
 
 
-def test_a_cache_over_its_memory_budget_is_not_built(frozen_own, alternating_run):
+def test_a_cache_over_both_budgets_is_not_built_and_leaves_nothing(frozen_own, alternating_run, tmp_path):
     name, model, _, _ = frozen_own
     configs = builder.load_configs(_stage(alternating_run[0], name).pipeline)
     outputs = cache_lib.producer_outputs(model, (FEATURES,))
-    with pytest.raises(cache_lib.TooLarge, match=r"MiB > cache.memory_mb=1$"):
-        cache_lib.build_cache(name, model, outputs, configs, (False, True), memory_mb=1)
+    budget = cache_store.Budget(memory_mb=1, disk_mb=1)
+    with pytest.raises(cache_store.TooLarge, match=r"MiB > cache.memory_mb=1 and cache.disk_mb=1$"):
+        cache_lib.build_cache(name, model, outputs, configs, (False, True), budget, tmp_path / "c")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cache_over_the_memory_budget_is_read_from_disk_with_the_same_values(
+    stage_two, alternating_run, tmp_path
+):
+    detector, proposer, in_memory, data = stage_two
+    directory = tmp_path / "s2"
+    on_disk = _rebuild(stage_two, alternating_run[0], cache_store.Budget(memory_mb=0, disk_mb=100), directory)
+    assert on_disk.place == "disk" and (directory / "meta.json").exists()
+    features, _ = next(data)
+    images = features[fields.InputDataFields.image]
+    want = cache_lib.CacheLookup(in_memory)(images)
+
+    @tf.function
+    def read(images):  # inside a compiled step, as training reads it
+        return cache_lib.CacheLookup(on_disk)(images)
+
+    got = read(images)
+    for name in want:
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy())
+
+
+def test_a_complete_cache_is_reused_and_a_dead_builds_partial_one_removed(
+    stage_two, alternating_run, tmp_path
+):
+    directory = tmp_path / "s2"
+    stale = tmp_path / "s2.partial-999999999"  # left by a killed build (no such process)
+    stale.mkdir()
+    built = _rebuild(stage_two, alternating_run[0], MEMORY, directory)
+    assert not built.reused and not stale.exists()
+    again = _rebuild(stage_two, alternating_run[0], MEMORY, directory)
+    assert again.reused and again.build_cpu_seconds < built.build_cpu_seconds / 5
+    np.testing.assert_array_equal(again.keys, built.keys)
+    np.testing.assert_array_equal(again.arrays["proposals/boxes"], built.arrays["proposals/boxes"])
+
+
+def test_float16_halves_cached_features_and_stays_close(frozen_own, alternating_run, tmp_path):
+    name, model, full, data = frozen_own
+    configs = builder.load_configs(_stage(alternating_run[0], name).pipeline)
+    outputs = cache_lib.producer_outputs(model, (FEATURES,))
+    budget = cache_store.Budget(memory_mb=2048, float16=True)
+    half = cache_lib.build_cache(name, model, outputs, configs, (False, True), budget, tmp_path / name)
+    assert half.arrays["features/0"].dtype == np.float16
+    assert half.arrays["features/0"].nbytes * 2 == full.arrays["features/0"].nbytes
+    features, _ = next(data)
+    images = features[fields.InputDataFields.image]
+    got = cache_lib.CacheLookup(half)(images)["features/0"]
+    want = cache_lib.CacheLookup(full)(images)["features/0"].numpy()
+    assert got.dtype == tf.float32
+    np.testing.assert_allclose(got.numpy(), want, rtol=2e-3, atol=2e-3 * np.abs(want).max())
+
+
+def _rebuild(stage_two, run_dir, budget, directory):
+    """Stage 2's proposals cache built (or reused) in ``directory`` under ``budget``."""
+    detector, proposer, _, _ = stage_two
+    configs = builder.load_configs(_stage(run_dir, "s2_fast_rcnn").pipeline)
+    outputs = cache_lib.producer_outputs(proposer, (PROPOSALS,))
+    return cache_lib.build_cache("s2_fast_rcnn", detector, outputs, configs, (False, True), budget, directory)
 
 
 @pytest.mark.parametrize(
@@ -161,6 +225,7 @@ def test_the_chains_frozen_stages_trained_on_their_caches(alternating_run, name,
     run_dir, _ = alternating_run
     metrics = json.loads((_stage(run_dir, name).metrics).read_text())
     assert metrics["cache"]["parts"] == parts and metrics["cache"]["place"] == "memory"
+    assert not metrics["cache"]["reused"] and not Path(metrics["cache"]["directory"]).exists()  # not kept
     assert metrics["cache"]["entries"] == 2 * _train_images(run_dir)
     assert metrics["frozen_audit"]["passed"] and metrics.get("proposer_audit", {"passed": True})["passed"]
     assert metrics["train_cpu_seconds"] >= metrics["cache"]["build_cpu_seconds"] > 0

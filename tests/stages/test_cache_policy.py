@@ -8,9 +8,11 @@ import pytest
 
 from stages.cache import ALLOWED, FEATURES, PROPOSALS, augmentation_steps, flip_states, parts, stage_cache
 from stages.pipeline import copy_pipeline, load_pipeline
-from stages.spec import CacheMode, Strategy, to_object
+from stages.spec import CacheConfig, CacheMode, Strategy, to_object
 
 TINY = Path(__file__).resolve().parents[2] / "conf" / "pipelines" / "tiny.config"
+
+AUTO = CacheConfig()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def test_allowed_steps_are_real_od_api_steps():
 
 
 def test_stage_two_caches_both_flips_by_default(stage_two_pipeline, specs):
-    decision = stage_cache(specs.s2_fast_rcnn, stage_two_pipeline, CacheMode.auto, Strategy.default)
+    decision = stage_cache(specs.s2_fast_rcnn, stage_two_pipeline, AUTO, Strategy.default)
     assert decision.on and decision.flips == (False, True) and decision.parts == (PROPOSALS,)
     assert "proposals of frozen s1_rpn" in decision.why and "unflipped and flipped" in decision.why
 
@@ -64,8 +66,8 @@ def test_what_each_stage_caches_follows_from_its_spec(specs, compose_config):
 
 def test_features_alone_do_not_need_zero_rpn_weights(stage_two_pipeline, specs):
     config = _rpn_weight(stage_two_pipeline)
-    assert stage_cache(specs.s3_rpn_shared, config, CacheMode.auto, Strategy.default).on
-    s4 = stage_cache(specs.s4_detector_head, config, CacheMode.auto, Strategy.default)
+    assert stage_cache(specs.s3_rpn_shared, config, AUTO, Strategy.default).on
+    s4 = stage_cache(specs.s4_detector_head, config, AUTO, Strategy.default)
     assert not s4.on and "RPN loss weights are not 0" in s4.why
     assert s4.why.startswith(
         "s4_detector_head: frozen shared features and proposals of its frozen RPN computed every"
@@ -74,7 +76,7 @@ def test_features_alone_do_not_need_zero_rpn_weights(stage_two_pipeline, specs):
 
 @pytest.mark.parametrize("name", ["s1_rpn", "end_to_end"])
 def test_stages_that_train_their_shared_convs_have_nothing_to_cache(stage_two_pipeline, specs, name):
-    assert stage_cache(getattr(specs, name), stage_two_pipeline, CacheMode.auto, Strategy.default) is None
+    assert stage_cache(getattr(specs, name), stage_two_pipeline, AUTO, Strategy.default) is None
 
 
 @pytest.mark.parametrize(
@@ -99,7 +101,7 @@ def test_stages_that_train_their_shared_convs_have_nothing_to_cache(stage_two_pi
 def test_what_would_make_cached_proposals_inexact_turns_caching_off(
     stage_two_pipeline, specs, change, expected
 ):
-    decision = stage_cache(specs.s2_fast_rcnn, change(stage_two_pipeline), CacheMode.auto, Strategy.default)
+    decision = stage_cache(specs.s2_fast_rcnn, change(stage_two_pipeline), AUTO, Strategy.default)
     assert not decision.on
     assert decision.why.startswith("s2_fast_rcnn: proposals of frozen s1_rpn computed every step: ")
     assert expected in decision.why
@@ -107,13 +109,15 @@ def test_what_would_make_cached_proposals_inexact_turns_caching_off(
 
 def test_deterministic_and_label_only_steps_keep_caching_on(stage_two_pipeline, specs):
     config = _with_steps(stage_two_pipeline, "normalize_image", "random_jitter_boxes")
-    assert stage_cache(specs.s2_fast_rcnn, config, CacheMode.auto, Strategy.default).on
+    assert stage_cache(specs.s2_fast_rcnn, config, AUTO, Strategy.default).on
 
 
 def test_off_and_multi_worker_turn_caching_off(stage_two_pipeline, specs):
-    off = stage_cache(specs.s2_fast_rcnn, stage_two_pipeline, CacheMode.off, Strategy.default)
+    off = stage_cache(
+        specs.s2_fast_rcnn, stage_two_pipeline, CacheConfig(mode=CacheMode.off), Strategy.default
+    )
     assert not off.on and off.why.endswith("cache.mode=off")
-    multi = stage_cache(specs.s2_fast_rcnn, stage_two_pipeline, CacheMode.auto, Strategy.multi_worker)
+    multi = stage_cache(specs.s2_fast_rcnn, stage_two_pipeline, AUTO, Strategy.multi_worker)
     assert not multi.on and "train.strategy=multi_worker" in multi.why
 
 
