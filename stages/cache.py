@@ -39,6 +39,21 @@ LABELS_ONLY = frozenset(
     {"convert_class_logits_to_softmax", "remap_labels", "drop_label_probabilistically", "random_jitter_boxes"}
 )
 ALLOWED = DETERMINISTIC_IMAGE | LABELS_ONLY | {FLIP}
+# Random steps that change pixel values, not where things are: they commute with a horizontal
+# flip (in distribution), so cache.mode=force can move the flip after them, into the training
+# step, and key entries by record and flip. The frozen parts then see the image without them.
+PHOTOMETRIC = frozenset(
+    {
+        "random_adjust_brightness",
+        "random_adjust_contrast",
+        "random_adjust_hue",
+        "random_adjust_saturation",
+        "random_distort_color",
+        "random_rgb_to_gray",
+        "random_pixel_value_scale",
+        "random_jpeg_quality",
+    }
+)
 
 
 def augmentation_steps() -> tuple[str, ...]:
@@ -59,6 +74,9 @@ class CacheDecision:
     why: str
     parts: tuple[str, ...] = ()
     flips: tuple[bool, ...] = ()  # the flip states the cache holds (False: unflipped)
+    # cache.mode=force: the photometric steps the frozen parts do not see (entries keyed by
+    # record and flip, the flip drawn in the training step); () when the cache is exact.
+    approximate: tuple[str, ...] = ()
     settings: CacheConfig = field(default_factory=CacheConfig)  # budgets, float16, keep
 
 
@@ -94,14 +112,20 @@ def stage_cache(
             spec.name, False, f"{spec.name}: {what} computed every step: {blockers[0]}", cached
         )
     flips = flip_states(pipeline.train_config)
+    approximate = tuple(_photometric(pipeline)) if settings.mode == CacheMode.force else ()
     states = " and ".join("flipped" if f else "unflipped" for f in flips)
-    approximate = ", features as float16 (approximate)" if settings.float16 and FEATURES in cached else ""
+    notes = ", features as float16 (approximate)" if settings.float16 and FEATURES in cached else ""
+    if approximate:
+        notes += (
+            f"; APPROXIMATE (cache.mode=force): computed without {', '.join(approximate)}, "
+            "keyed by source_id and flip, the flip drawn in the training step"
+        )
     why = (
-        f"{spec.name}: {what} computed once per image ({states}{approximate}), read from memory up to "
+        f"{spec.name}: {what} computed once per image ({states}{notes}), read from memory up to "
         f"cache.memory_mb={settings.memory_mb}, else from disk up to cache.disk_mb={settings.disk_mb} "
         "(cache.mode=off computes them every step)"
     )
-    return CacheDecision(spec.name, True, why, cached, flips, settings)
+    return CacheDecision(spec.name, True, why, cached, flips, approximate, settings)
 
 
 def _describe(spec: StageSpec, part: str) -> str:
@@ -124,22 +148,36 @@ def flip_states(train_config) -> tuple[bool, ...]:
     return (False,) if p <= 0 else (True,) if p >= 1 else (False, True)
 
 
+def _photometric(pipeline) -> list[str]:
+    steps = [s.WhichOneof("preprocessing_step") for s in pipeline.train_config.data_augmentation_options]
+    return [f"data_augmentation_options[{i}] {name}" for i, name in enumerate(steps) if name in PHOTOMETRIC]
+
+
 def _blockers(pipeline, mode: CacheMode, strategy: Strategy, proposals: bool) -> list[str]:
     """Why cached outputs would not equal live ones (or are not supported yet), in config order."""
     if mode == CacheMode.off:
         return ["cache.mode=off"]
+    force = mode == CacheMode.force
     out = []
     if strategy == Strategy.multi_worker:
         out.append("train.strategy=multi_worker (each worker would build its own cache; not supported yet)")
     steps = [s.WhichOneof("preprocessing_step") for s in pipeline.train_config.data_augmentation_options]
     for index, name in enumerate(steps):
         key = f"train_config.data_augmentation_options[{index}] {name}"
-        if name not in ALLOWED:
+        if name in PHOTOMETRIC and not force:
+            out.append(
+                f"{key} changes the image's colours randomly, so frozen outputs are not a function of the "
+                "image alone (cache.mode=force caches them without it: approximate)"
+            )
+        elif name not in ALLOWED | (PHOTOMETRIC if force else frozenset()):
             out.append(
                 f"{key} changes the image randomly, so frozen outputs are not a function of the image alone"
+                + (" (it moves pixels: cache.mode=force cannot cache it either)" if force else "")
             )
         elif name == FLIP and steps.index(FLIP) != index:
             out.append(f"{key}: a second horizontal flip (a cached image is flipped once or not at all)")
+    if force and any(n in PHOTOMETRIC for n in steps) and pipeline.train_input_reader.load_instance_masks:
+        out.append("train_input_reader.load_instance_masks: cache.mode=force flips boxes only, not masks")
     if not pipeline.model.faster_rcnn.image_resizer.HasField("fixed_shape_resizer"):
         out.append(
             "model.faster_rcnn.image_resizer is not a fixed_shape_resizer: a batch pads its images to a "

@@ -59,6 +59,7 @@ class CacheMode(str, Enum):
     """Whether a stage trains on outputs of its frozen parts computed once (``cache.mode``)."""
 
     auto = "auto"  # wherever it is exact (stages/cache.py says when); otherwise one log line
+    force = "force"  # also under random colour augmentation: approximate (logged as such)
     off = "off"
 
 

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from orchestrator.engine import cache_store
 from orchestrator.odapi import builder, fields, proposals
-from stages.cache import FEATURES, FLIP, PROPOSALS
+from stages.cache import FEATURES, FLIP, PHOTOMETRIC, PROPOSALS
 
 log = logging.getLogger(__name__)
 _BUCKETS = 2**63 - 1
@@ -42,6 +43,53 @@ def image_keys(images: tf.Tensor) -> tf.Tensor:
         images,
         fn_output_signature=tf.int64,
     )
+
+
+HASH = "hash"  # the stock training input's int32 hash of each record's source_id
+CACHE_KEY = "frcnn_alt/cache_key"  # cache.mode=force: the record-and-flip key the step looks up
+
+
+def record_keys(hashes: tf.Tensor, flipped) -> tf.Tensor:
+    """int64 [batch]: one key per (record, flip state), for entries keyed by record (force)."""
+    return tf.cast(hashes, tf.int64) * 2 + tf.cast(flipped, tf.int64)
+
+
+def training_input(decision, configs: dict) -> tuple[dict, Callable | None]:
+    """(configs for the training input, a map over its batches) under ``decision``.
+
+    An exact cache needs neither. ``cache.mode=force`` under colour augmentation moves the
+    horizontal flip out of the OD API pipeline, after the colour steps it commutes with, into
+    a map that draws it per image (same probability), flips image and boxes, and records the
+    key of the entry this image's frozen outputs were cached under: its record and flip.
+    """
+    if decision is None or not decision.on or not decision.approximate:
+        return configs, None
+    probability = _flip_probability(configs["train_config"])
+    return _without_steps(configs, {FLIP}), partial(_flip_and_key, probability=probability)
+
+
+def _flip_and_key(features: dict, labels: dict, probability: float) -> tuple[dict, dict]:
+    images = features[fields.InputDataFields.image]
+    flipped = tf.random.uniform([tf.shape(images)[0]]) < probability
+    boxes = labels[fields.InputDataFields.groundtruth_boxes]  # normalised [ymin, xmin, ymax, xmax]
+    mirrored = tf.stack([boxes[..., 0], 1 - boxes[..., 3], boxes[..., 2], 1 - boxes[..., 1]], axis=-1)
+    features = {
+        **features,
+        fields.InputDataFields.image: tf.where(flipped[:, None, None, None], tf.reverse(images, [2]), images),
+        CACHE_KEY: record_keys(features[HASH], flipped),
+    }
+    labels = {
+        **labels,
+        fields.InputDataFields.groundtruth_boxes: tf.where(flipped[:, None, None], mirrored, boxes),
+    }
+    return features, labels
+
+
+def _flip_probability(train_config) -> float:
+    for step in train_config.data_augmentation_options:
+        if step.WhichOneof("preprocessing_step") == FLIP:
+            return step.random_horizontal_flip.probability
+    return 0.0
 
 
 def producer_outputs(model, parts: tuple[str, ...]) -> Outputs:
@@ -119,8 +167,9 @@ class CacheLookup:
             else:
                 self.arrays = cache.arrays
 
-    def __call__(self, images: tf.Tensor) -> dict:
-        rows = self.table.lookup(image_keys(images))
+    def __call__(self, images: tf.Tensor, keys: tf.Tensor | None = None) -> dict:
+        """Entries for ``images``; under ``cache.mode=force`` for their record-and-flip ``keys``."""
+        rows = self.table.lookup(image_keys(images) if keys is None else keys)
         found = tf.debugging.assert_non_negative(
             rows,
             message="an image of this batch is not in the stage's cache (is the augmentation deterministic?)",
@@ -147,15 +196,19 @@ def build_cache(
     flips: tuple[bool, ...],
     budget: cache_store.Budget,
     directory: Path,
+    by_record: bool = False,
 ) -> FrozenCache:
     """The cache in ``directory``: reused when complete there, else built by running ``outputs``
     over every training image in each flip state of ``flips``.
 
     The images come from the stage's own input pipeline, with the stage ``model``'s
-    preprocessing (as training sees them). Rows are written to disk as they are computed (a
-    partial directory, renamed when complete). After the first batch the whole size is
-    estimated from it and the number of training records; :class:`~orchestrator.engine.cache_store.TooLarge` when it fits
-    neither budget (nothing is left behind).
+    preprocessing (as training sees them); ``by_record`` (``cache.mode=force``): without its
+    colour steps, keyed by record and flip (:func:`record_keys`). Rows are written to disk as
+    they are computed (a partial directory, renamed when complete). After the first batch the
+    whole size is estimated from it and the number of training records;
+    :class:`~orchestrator.engine.cache_store.TooLarge` when it fits neither budget, and
+    :class:`~orchestrator.engine.cache_store.Refused` when records share a source_id
+    (``by_record``). Nothing is left behind either way.
     """
     started, cpu = time.time(), time.process_time()
     found = cache_store.load(directory)
@@ -174,19 +227,23 @@ def build_cache(
         )
 
     @tf.function(reduce_retracing=True)
-    def compute(images, true_shapes):
+    def compute(images, true_shapes, hashes, flip):
         tf.keras.backend.set_learning_phase(True)  # as the training step (frozen BatchNorm is pinned)
-        return image_keys(images), outputs(images, true_shapes)
+        keys = record_keys(hashes, tf.fill(tf.shape(hashes), flip)) if by_record else image_keys(images)
+        return keys, outputs(images, true_shapes)
 
     capacity = _records(configs["train_input_config"]) * len(flips)
     writer, place = None, None
     try:
         for flip in flips:
-            data = builder.train_dataset(_build_pass(configs, flip), model, repeat=False)
+            data = builder.train_dataset(_build_pass(configs, flip, by_record), model, repeat=False)
             name = f"{stage} cache ({'flipped' if flip else 'unflipped'})"
             for features, _ in tqdm(data, desc=name, unit="batch"):
                 batch_keys, out = compute(
-                    features[fields.InputDataFields.image], features[fields.InputDataFields.true_image_shape]
+                    features[fields.InputDataFields.image],
+                    features[fields.InputDataFields.true_image_shape],
+                    features[HASH],
+                    tf.constant(flip),
                 )
                 batch_keys, out = batch_keys.numpy(), {k: v.numpy() for k, v in out.items()}
                 if writer is None:
@@ -194,7 +251,9 @@ def build_cache(
                     size = _estimate(writer, batch_keys, out, capacity)
                     place = budget.place(size, cache_store.free_mb(directory))
                 writer.append(batch_keys, out)
-        writer.commit({"stage": stage, "flips": len(flips)})
+        if by_record:
+            _require_distinct_records(writer.keys[: writer.rows])
+        writer.commit({"stage": stage, "flips": len(flips), "by_record": by_record})
     except BaseException:
         if writer is not None:
             writer.discard()
@@ -219,24 +278,40 @@ def _records(reader) -> int:
     return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
 
 
-def _build_pass(configs: dict, flip: bool) -> dict:
-    """The stage's configs for one build pass: one unshuffled epoch, the flip forced on or off."""
-    out = dict(configs)
-    train, reader = copy.deepcopy(configs["train_config"]), copy.deepcopy(configs["train_input_config"])
-    steps = list(train.data_augmentation_options)
-    del train.data_augmentation_options[:]
-    for step in steps:  # unflipped: no flip step (the OD API reads a probability of 0 as unset)
+def _build_pass(configs: dict, flip: bool, by_record: bool = False) -> dict:
+    """The stage's configs for one build pass: one unshuffled epoch, the flip forced on or off
+    (``by_record``: the colour steps of ``cache.mode=force`` left out too)."""
+    out = _without_steps(configs, (PHOTOMETRIC if by_record else frozenset()) | (set() if flip else {FLIP}))
+    train, reader = out["train_config"], copy.deepcopy(configs["train_input_config"])
+    for step in train.data_augmentation_options:  # the OD API reads a probability of 0 as unset
         if step.WhichOneof("preprocessing_step") == FLIP:
-            if not flip:
-                continue
             step.random_horizontal_flip.probability = 1.0
-        train.data_augmentation_options.add().CopyFrom(step)
     reader.shuffle = False
     reader.num_epochs = 1
     reader.sample_1_of_n_examples = 0  # every record: training's sample is drawn after a shuffle
     reader.drop_remainder = False  # every image, the last batch smaller
-    out["train_config"], out["train_input_config"] = train, reader
+    out["train_input_config"] = reader
     return out
+
+
+def _without_steps(configs: dict, names) -> dict:
+    """``configs`` with a copy of ``train_config`` whose augmentation leaves out ``names``."""
+    train = copy.deepcopy(configs["train_config"])
+    steps = list(train.data_augmentation_options)
+    del train.data_augmentation_options[:]
+    for step in steps:
+        if step.WhichOneof("preprocessing_step") not in names:
+            train.data_augmentation_options.add().CopyFrom(step)
+    return {**configs, "train_config": train}
+
+
+def _require_distinct_records(keys: np.ndarray) -> None:
+    unique, counts = np.unique(keys, return_counts=True)
+    if (counts > 1).any():
+        raise cache_store.Refused(
+            f"{int((counts > 1).sum())} training records share a source_id (hash {int(unique[counts > 1][0]) // 2}): "
+            "cache.mode=force keys entries by source_id; give every record its own"
+        )
 
 
 def log_summary(stage: str, cache: FrozenCache) -> None:

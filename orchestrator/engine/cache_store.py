@@ -40,8 +40,12 @@ class CacheContext:
     code: str  # code version
 
 
-class TooLarge(Exception):
-    """The cache would exceed its budgets: the stage computes those parts every step."""
+class Refused(Exception):
+    """No cache for this stage (the message says why): it computes those parts every step."""
+
+
+class TooLarge(Refused):
+    """The cache would exceed its budgets."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,13 @@ class Budget:
 
 
 def cache_key(
-    context: CacheContext, producer_digest: dict, configs: dict, parts, flips, float16: bool
+    context: CacheContext,
+    producer_digest: dict,
+    configs: dict,
+    parts,
+    flips,
+    float16: bool,
+    by_record: bool = False,
 ) -> str:
     """A hex digest of everything a cached value is a function of."""
     identity = {
@@ -81,6 +91,7 @@ def cache_key(
         "parts": list(parts),
         "flips": list(flips),
         "float16": float16,
+        "by_record": by_record,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 

@@ -278,7 +278,8 @@ def _train_stage(run: StageRun) -> dict:
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     with strategy.scope():
         model = builder.build_model(configs, is_training=True)
-        data, first = _train_iterator(strategy, configs, model, shard_data=run.worker.multi)
+        data_configs, transform = cache_lib.training_input(run.cache, configs)
+        data, first = _train_iterator(strategy, data_configs, model, run.worker.multi, transform)
         builder.ensure_built(model, *first)
         groups = resolve_groups(model)
         global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -365,19 +366,23 @@ def _frozen_inputs(run: StageRun, model, configs: dict, first, frozen_digest: di
     producer = proposer if proposer is not None else model
     settings = decision.settings
     digest = audit.snapshot.digest() if audit is not None else frozen_digest
-    key = cache_key(run.cache_context, digest, configs, decision.parts, decision.flips, settings.float16)
+    by_record = bool(decision.approximate)
+    key = cache_key(
+        run.cache_context, digest, configs, decision.parts, decision.flips, settings.float16, by_record
+    )
     directory = run.cache_context.root / f"{run.name}-{key}"
     budget = cache_store.Budget(settings.memory_mb, settings.disk_mb, settings.float16)
     try:
         cached = cache_lib.build_cache(
             run.name, model, cache_lib.producer_outputs(producer, decision.parts), configs, decision.flips,
-            budget, directory,
+            budget, directory, by_record,
         )  # fmt: skip
-    except cache_store.TooLarge as exc:
-        log.info("%s: frozen parts computed every step: the cache would take %s", run.name, exc)
-        return proposer, audit, None, {"cache": {"parts": list(decision.parts), "off": f"would take {exc}"}}
+    except cache_store.Refused as exc:
+        why = f"the cache would take {exc}" if isinstance(exc, cache_store.TooLarge) else str(exc)
+        log.info("%s: frozen parts computed every step: %s", run.name, why)
+        return proposer, audit, None, {"cache": {"parts": list(decision.parts), "off": why}}
     cache_lib.log_summary(run.name, cached)
-    extra = {"cache": cached.summary() | {"kept": settings.keep}}
+    extra = {"cache": cached.summary() | {"kept": settings.keep, "approximate": list(decision.approximate)}}
     if audit is not None:
         extra["proposer_audit"] = audit.check()
     return None, None, cache_lib.CacheLookup(cached), extra  # the lookup holds the only copy
@@ -409,7 +414,7 @@ def _distribution(run: StageRun, strategy, configs) -> dict:
     return out
 
 
-def _train_iterator(strategy, configs, model, shard_data: bool = False) -> tuple:
+def _train_iterator(strategy, configs, model, shard_data: bool = False, transform=None) -> tuple:
     """(training iterator, one batch to build the model with).
 
     On one replica the batch comes from the training iterator itself: the OD API input
@@ -417,21 +422,25 @@ def _train_iterator(strategy, configs, model, shard_data: bool = False) -> tuple
     A distributed iterator yields per-replica batches, so the model gets its own plain batch.
     Across workers (``shard_data``) every worker reads the same global batches and keeps its own
     slice of each (sharding by data: the built-in data is one file, and the OD API shards by
-    file); the batch after the model's is step 1's, as on one replica.
+    file); the batch after the model's is step 1's, as on one replica. ``transform`` maps
+    each batch (``cache.mode=force``: :func:`orchestrator.engine.cache.training_input`).
     """
+
+    def dataset_fn(input_context=None):
+        dataset = builder.train_dataset(configs, model, input_context=input_context)
+        return dataset if transform is None else dataset.map(transform)
+
     if strategy.num_replicas_in_sync == 1:
-        data = iter(builder.train_dataset(configs, model))
+        data = iter(dataset_fn())
         return data, next(data)
     if shard_data:
-        dataset = builder.train_dataset(configs, model)
+        dataset = dataset_fn()
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         distributed = strategy.experimental_distribute_dataset(dataset.skip(1).with_options(options))
         return iter(distributed), next(iter(dataset))
-    first = next(iter(builder.train_dataset(configs, model)))
-    dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: builder.train_dataset(configs, model, input_context=ctx)
-    )
+    first = next(iter(dataset_fn()))
+    dataset = strategy.distribute_datasets_from_function(dataset_fn)
     return iter(dataset), first
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from orchestrator.engine import cache as cache_lib
 from orchestrator.odapi import fields, proposals
 from orchestrator.odapi.builder import provide_groundtruth
 
@@ -18,7 +19,8 @@ def compute_losses(model, predict: proposals.PredictFn, features, labels, first_
     provide_groundtruth(model, labels)
     images = features[fields.InputDataFields.image]
     true_shapes = features[fields.InputDataFields.true_image_shape]
-    prediction = predict(images, true_shapes)
+    keys = features.get(cache_lib.CACHE_KEY)  # cache.mode=force: which entry each image reads
+    prediction = predict(images, true_shapes) if keys is None else predict(images, true_shapes, keys=keys)
     losses = proposals.loss(model, prediction, true_shapes, first_stage_only)
     regularization = [r for r in model.regularization_losses() if r is not None]
     if regularization:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from orchestrator.layout import fingerprint
 from orchestrator.plan.stage_plan import StagePlan
-from stages.spec import Config
+from stages.cache import parts as cache_parts
+from stages.spec import CacheMode, Config
 
 ROOT = Path(__file__).resolve().parents[2]
 # The code that changes what a stage trains (or measures). Not here: the chain, the run layout,
@@ -72,6 +73,7 @@ def stage_fingerprints(cfg: Config, plans: dict[str, StagePlan], run: RunIdentit
         "code": run.code,
     }
     out: dict[str, str] = {}
+    approximate = _approximate_cache(cfg)
     for name, plan in plans.items():
         parts = {
             **shared,
@@ -81,5 +83,15 @@ def stage_fingerprints(cfg: Config, plans: dict[str, StagePlan], run: RunIdentit
             "seed": plan.seed,
             "inputs": {i: out[i] for i in plan.inputs},
         }
+        if approximate and cache_parts(plan.spec):
+            parts["cache"] = approximate
         out[name] = fingerprint(parts)
     return out
+
+
+def _approximate_cache(cfg: Config) -> dict:
+    """Cache settings that change what a stage learns (not only how fast): they are part of the
+    fingerprint of a stage that caches. Exact caching (``auto``) and ``off`` train alike, so a
+    stage trained either way is reused by the other."""
+    out = {"mode": "force"} if cfg.cache.mode == CacheMode.force else {}
+    return out | ({"float16": True} if cfg.cache.float16 else {})

@@ -15,7 +15,7 @@ from orchestrator.engine.runner import Proposer, build_frozen_proposer
 from orchestrator.engine.step import compute_losses
 from orchestrator.layout import StageFiles
 from orchestrator.odapi import builder, fields, proposals
-from stages.cache import FEATURES, PROPOSALS
+from stages.cache import FEATURES, PROPOSALS, CacheDecision
 from stages.groups import resolve_groups
 
 pytestmark = pytest.mark.slow
@@ -203,6 +203,35 @@ def test_float16_halves_cached_features_and_stays_close(frozen_own, alternating_
     want = cache_lib.CacheLookup(full)(images)["features/0"].numpy()
     assert got.dtype == tf.float32
     np.testing.assert_allclose(got.numpy(), want, rtol=2e-3, atol=2e-3 * np.abs(want).max())
+
+
+def test_force_gives_each_image_the_entry_of_its_record_and_in_step_flip(alternating_run, tmp_path):
+    """cache.mode=force with a colour step that changes nothing: the entry each training image
+    reads by (record, flip drawn in the step) must be that very image's frozen features."""
+    name = "s3_rpn_shared"
+    model, configs, _, _ = _model(_stage(alternating_run[0], name))
+    resolve_groups(model).set_trainable(TRAINS[name])
+    configs["train_config"].data_augmentation_options.add().random_rgb_to_gray.probability = 0.0
+    outputs = cache_lib.producer_outputs(model, (FEATURES,))
+    cached = cache_lib.build_cache(
+        name, model, outputs, configs, (False, True), MEMORY, tmp_path / name, True
+    )
+    decision = CacheDecision(name, True, "", (FEATURES,), (False, True), ("random_rgb_to_gray",))
+    data_configs, transform = cache_lib.training_input(decision, configs)
+    assert [
+        s.WhichOneof("preprocessing_step") for s in data_configs["train_config"].data_augmentation_options
+    ] == ["random_rgb_to_gray"]  # the flip moved into the step
+    data = iter(builder.train_dataset(data_configs, model).map(transform))
+    lookup, flips = cache_lib.CacheLookup(cached), set()
+    tf.keras.backend.set_learning_phase(True)
+    for _ in range(3):
+        features, _ = next(data)
+        images, keys = features[fields.InputDataFields.image], features[cache_lib.CACHE_KEY]
+        flips |= set((keys.numpy() % 2).tolist())
+        (live,) = proposals.features_to_crop(model, images)
+        got = lookup(images, keys)["features/0"].numpy()
+        np.testing.assert_allclose(got, live.numpy(), rtol=1e-5, atol=1e-5)
+    assert flips == {0, 1}
 
 
 def _rebuild(stage_two, run_dir, budget, directory):

@@ -104,6 +104,7 @@ def test_the_key_changes_with_what_a_cached_value_depends_on_and_only_that(tmp_p
         cache_key(context, {"shared": "w1"}, configs, ("features", "proposals"), (False, True), False),
         cache_key(context, {"shared": "w1"}, configs, ("features",), (False,), False),
         cache_key(context, {"shared": "w1"}, configs, ("features",), (False, True), True),
+        cache_key(context, {"shared": "w1"}, configs, ("features",), (False, True), False, by_record=True),
     ]
     assert len({base, *changed}) == 1 + len(changed)
     trained_differently = type(pipeline.train_config)()

@@ -56,6 +56,14 @@ def test_run_wide_inputs_change_every_stage_and_cadence_changes_none(compose_con
     )
 
 
+def test_only_approximate_caching_changes_the_stages_that_cache(compose_config):
+    base = fingerprints(compose_config, [])
+    assert changed(base, fingerprints(compose_config, ["cache.mode=off", "cache.memory_mb=1"])) == set()
+    caching = {"s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head"}
+    assert changed(base, fingerprints(compose_config, ["cache.mode=force"])) == caching
+    assert changed(base, fingerprints(compose_config, ["cache.float16=true"])) == caching
+
+
 def copy_code(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     for entry in [*TRAINING_CODE, "orchestrator/outputs", "orchestrator/chain"]:

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from stages.cache import ALLOWED, FEATURES, PROPOSALS, augmentation_steps, flip_states, parts, stage_cache
+from stages.cache import (
+    ALLOWED,
+    FEATURES,
+    PHOTOMETRIC,
+    PROPOSALS,
+    augmentation_steps,
+    flip_states,
+    parts,
+    stage_cache,
+)
 from stages.pipeline import copy_pipeline, load_pipeline
 from stages.spec import CacheConfig, CacheMode, Strategy, to_object
 
@@ -39,7 +48,7 @@ def _with_steps(config, *steps: str):
 
 
 def test_allowed_steps_are_real_od_api_steps():
-    assert ALLOWED <= set(augmentation_steps())
+    assert ALLOWED | PHOTOMETRIC <= set(augmentation_steps())
     assert (
         len(augmentation_steps()) >= 39
     )  # every step the installed OD API knows is either allowed or blocks
@@ -88,7 +97,7 @@ def test_stages_that_train_their_shared_convs_have_nothing_to_cache(stage_two_pi
         ),
         (
             lambda c: _with_steps(c, "random_adjust_brightness"),
-            "[1] random_adjust_brightness changes the image",
+            "[1] random_adjust_brightness changes the image's colours randomly",
         ),
         (
             lambda c: _with_steps(c, "random_horizontal_flip"),
@@ -142,3 +151,31 @@ def _rpn_weight(config):
     out = copy_pipeline(config)
     out.model.faster_rcnn.first_stage_objectness_loss_weight = 1.0
     return out
+
+
+FORCE = CacheConfig(mode=CacheMode.force)
+
+
+def test_force_caches_under_colour_augmentation_and_says_it_is_approximate(stage_two_pipeline, specs):
+    config = _with_steps(stage_two_pipeline, "random_adjust_brightness", "random_adjust_hue")
+    assert not stage_cache(specs.s3_rpn_shared, config, AUTO, Strategy.default).on
+    forced = stage_cache(specs.s3_rpn_shared, config, FORCE, Strategy.default)
+    assert forced.on and forced.flips == (False, True)
+    assert forced.approximate == (
+        "data_augmentation_options[1] random_adjust_brightness",
+        "data_augmentation_options[2] random_adjust_hue",
+    )
+    assert "APPROXIMATE (cache.mode=force): computed without data_augmentation_options[1]" in forced.why
+
+
+def test_force_without_colour_augmentation_is_the_exact_cache(stage_two_pipeline, specs):
+    forced = stage_cache(specs.s2_fast_rcnn, stage_two_pipeline, FORCE, Strategy.default)
+    assert forced.on and forced.approximate == () and "APPROXIMATE" not in forced.why
+
+
+def test_force_still_refuses_what_moves_pixels(stage_two_pipeline, specs):
+    config = _with_steps(stage_two_pipeline, "random_adjust_brightness", "random_crop_image")
+    forced = stage_cache(specs.s3_rpn_shared, config, FORCE, Strategy.default)
+    assert not forced.on
+    assert "[2] random_crop_image changes the image randomly" in forced.why
+    assert "cache.mode=force cannot cache it either" in forced.why
