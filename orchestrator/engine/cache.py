@@ -4,11 +4,12 @@ The build pass runs the stage's own input pipeline unshuffled for one epoch, onc
 state training can draw (no flip, then the flip forced on), at the stage's batch size, through
 the frozen part (:func:`producer_outputs`): stage 2's frozen proposer, or the stage's own
 model, whose frozen shared convs (and, in stage 4, frozen RPN) do not change while it trains.
-Each entry is keyed by a 64-bit fingerprint of the preprocessed image's bytes
-(:func:`image_keys`): training computes the same key on each image of its batch and gathers
-that entry, so no example needs an id and a flipped image finds its own entry.
-:mod:`stages.cache` allows caching only where training can produce no other image; should one
-reach the lookup anyway, an assertion stops the step (a bug: its traceback is kept).
+Each entry is keyed by a fingerprint of the preprocessed image (``cache.mode=force``: of its
+record and flip), as :mod:`orchestrator.engine.cache_keys` says; the step computes the same key
+for each image of its batch and gathers that entry. :mod:`stages.cache` allows caching only
+where training can produce no other image; should one reach the lookup anyway, an assertion
+stops the step (a bug: its traceback is kept). Where the entries live on disk, and when one
+is reused: :mod:`orchestrator.engine.cache_store`.
 
 Why this is exact, and what it saves: "Caching frozen parts" in ``docs/architecture.md``.
 """
@@ -20,76 +21,19 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from orchestrator.engine import cache_store
+from orchestrator.engine import cache_keys, cache_store
+from orchestrator.engine.cache_keys import without_steps
 from orchestrator.odapi import builder, fields, proposals
 from stages.cache import FEATURES, FLIP, PHOTOMETRIC, PROPOSALS
 
 log = logging.getLogger(__name__)
-_BUCKETS = 2**63 - 1
 Outputs = Callable[[tf.Tensor, tf.Tensor], dict]  # (images, true shapes) -> named tensors [batch, ...]
-
-
-def image_keys(images: tf.Tensor) -> tf.Tensor:
-    """int64 [batch]: a fingerprint of each image's bytes (equal images, equal keys)."""
-    return tf.map_fn(
-        lambda image: tf.strings.to_hash_bucket_fast(tf.io.serialize_tensor(image), _BUCKETS),
-        images,
-        fn_output_signature=tf.int64,
-    )
-
-
-HASH = "hash"  # the stock training input's int32 hash of each record's source_id
-CACHE_KEY = "frcnn_alt/cache_key"  # cache.mode=force: the record-and-flip key the step looks up
-
-
-def record_keys(hashes: tf.Tensor, flipped) -> tf.Tensor:
-    """int64 [batch]: one key per (record, flip state), for entries keyed by record (force)."""
-    return tf.cast(hashes, tf.int64) * 2 + tf.cast(flipped, tf.int64)
-
-
-def training_input(decision, configs: dict) -> tuple[dict, Callable | None]:
-    """(configs for the training input, a map over its batches) under ``decision``.
-
-    An exact cache needs neither. ``cache.mode=force`` under colour augmentation moves the
-    horizontal flip out of the OD API pipeline, after the colour steps it commutes with, into
-    a map that draws it per image (same probability), flips image and boxes, and records the
-    key of the entry this image's frozen outputs were cached under: its record and flip.
-    """
-    if decision is None or not decision.on or not decision.approximate:
-        return configs, None
-    probability = _flip_probability(configs["train_config"])
-    return _without_steps(configs, {FLIP}), partial(_flip_and_key, probability=probability)
-
-
-def _flip_and_key(features: dict, labels: dict, probability: float) -> tuple[dict, dict]:
-    images = features[fields.InputDataFields.image]
-    flipped = tf.random.uniform([tf.shape(images)[0]]) < probability
-    boxes = labels[fields.InputDataFields.groundtruth_boxes]  # normalised [ymin, xmin, ymax, xmax]
-    mirrored = tf.stack([boxes[..., 0], 1 - boxes[..., 3], boxes[..., 2], 1 - boxes[..., 1]], axis=-1)
-    features = {
-        **features,
-        fields.InputDataFields.image: tf.where(flipped[:, None, None, None], tf.reverse(images, [2]), images),
-        CACHE_KEY: record_keys(features[HASH], flipped),
-    }
-    labels = {
-        **labels,
-        fields.InputDataFields.groundtruth_boxes: tf.where(flipped[:, None, None], mirrored, boxes),
-    }
-    return features, labels
-
-
-def _flip_probability(train_config) -> float:
-    for step in train_config.data_augmentation_options:
-        if step.WhichOneof("preprocessing_step") == FLIP:
-            return step.random_horizontal_flip.probability
-    return 0.0
 
 
 def producer_outputs(model, parts: tuple[str, ...]) -> Outputs:
@@ -169,7 +113,7 @@ class CacheLookup:
 
     def __call__(self, images: tf.Tensor, keys: tf.Tensor | None = None) -> dict:
         """Entries for ``images``; under ``cache.mode=force`` for their record-and-flip ``keys``."""
-        rows = self.table.lookup(image_keys(images) if keys is None else keys)
+        rows = self.table.lookup(cache_keys.image_keys(images) if keys is None else keys)
         found = tf.debugging.assert_non_negative(
             rows,
             message="an image of this batch is not in the stage's cache (is the augmentation deterministic?)",
@@ -203,7 +147,7 @@ def build_cache(
 
     The images come from the stage's own input pipeline, with the stage ``model``'s
     preprocessing (as training sees them); ``by_record`` (``cache.mode=force``): without its
-    colour steps, keyed by record and flip (:func:`record_keys`). Rows are written to disk as
+    colour steps, keyed by record and flip (:func:`~orchestrator.engine.cache_keys.record_keys`). Rows are written to disk as
     they are computed (a partial directory, renamed when complete). After the first batch the
     whole size is estimated from it and the number of training records;
     :class:`~orchestrator.engine.cache_store.TooLarge` when it fits neither budget, and
@@ -229,7 +173,11 @@ def build_cache(
     @tf.function(reduce_retracing=True)
     def compute(images, true_shapes, hashes, flip):
         tf.keras.backend.set_learning_phase(True)  # as the training step (frozen BatchNorm is pinned)
-        keys = record_keys(hashes, tf.fill(tf.shape(hashes), flip)) if by_record else image_keys(images)
+        keys = (
+            cache_keys.record_keys(hashes, tf.fill(tf.shape(hashes), flip))
+            if by_record
+            else cache_keys.image_keys(images)
+        )
         return keys, outputs(images, true_shapes)
 
     capacity = _records(configs["train_input_config"]) * len(flips)
@@ -242,7 +190,7 @@ def build_cache(
                 batch_keys, out = compute(
                     features[fields.InputDataFields.image],
                     features[fields.InputDataFields.true_image_shape],
-                    features[HASH],
+                    features[cache_keys.HASH],
                     tf.constant(flip),
                 )
                 batch_keys, out = batch_keys.numpy(), {k: v.numpy() for k, v in out.items()}
@@ -281,7 +229,7 @@ def _records(reader) -> int:
 def _build_pass(configs: dict, flip: bool, by_record: bool = False) -> dict:
     """The stage's configs for one build pass: one unshuffled epoch, the flip forced on or off
     (``by_record``: the colour steps of ``cache.mode=force`` left out too)."""
-    out = _without_steps(configs, (PHOTOMETRIC if by_record else frozenset()) | (set() if flip else {FLIP}))
+    out = without_steps(configs, (PHOTOMETRIC if by_record else frozenset()) | (set() if flip else {FLIP}))
     train, reader = out["train_config"], copy.deepcopy(configs["train_input_config"])
     for step in train.data_augmentation_options:  # the OD API reads a probability of 0 as unset
         if step.WhichOneof("preprocessing_step") == FLIP:
@@ -292,17 +240,6 @@ def _build_pass(configs: dict, flip: bool, by_record: bool = False) -> dict:
     reader.drop_remainder = False  # every image, the last batch smaller
     out["train_input_config"] = reader
     return out
-
-
-def _without_steps(configs: dict, names) -> dict:
-    """``configs`` with a copy of ``train_config`` whose augmentation leaves out ``names``."""
-    train = copy.deepcopy(configs["train_config"])
-    steps = list(train.data_augmentation_options)
-    del train.data_augmentation_options[:]
-    for step in steps:
-        if step.WhichOneof("preprocessing_step") not in names:
-            train.data_augmentation_options.add().CopyFrom(step)
-    return {**configs, "train_config": train}
 
 
 def _require_distinct_records(keys: np.ndarray) -> None:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from orchestrator.engine import audit as audit_lib
 from orchestrator.engine import cache as cache_lib
-from orchestrator.engine import cache_store, interrupts
+from orchestrator.engine import cache_keys, cache_store, interrupts
 from orchestrator.engine.anytime import AnytimeCurve, Evaluate
 from orchestrator.engine.cache_store import CacheContext, cache_key
 from orchestrator.engine.distribute import LOST, Worker, lost_contact
@@ -278,7 +278,7 @@ def _train_stage(run: StageRun) -> dict:
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     with strategy.scope():
         model = builder.build_model(configs, is_training=True)
-        data_configs, transform = cache_lib.training_input(run.cache, configs)
+        data_configs, transform = cache_keys.training_input(run.cache, configs)
         data, first = _train_iterator(strategy, data_configs, model, run.worker.multi, transform)
         builder.ensure_built(model, *first)
         groups = resolve_groups(model)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from orchestrator.engine import cache as cache_lib
+from orchestrator.engine.cache_keys import CACHE_KEY
 from orchestrator.odapi import fields, proposals
 from orchestrator.odapi.builder import provide_groundtruth
 
@@ -19,7 +19,7 @@ def compute_losses(model, predict: proposals.PredictFn, features, labels, first_
     provide_groundtruth(model, labels)
     images = features[fields.InputDataFields.image]
     true_shapes = features[fields.InputDataFields.true_image_shape]
-    keys = features.get(cache_lib.CACHE_KEY)  # cache.mode=force: which entry each image reads
+    keys = features.get(CACHE_KEY)  # cache.mode=force: which entry each image reads
     prediction = predict(images, true_shapes) if keys is None else predict(images, true_shapes, keys=keys)
     losses = proposals.loss(model, prediction, true_shapes, first_stage_only)
     regularization = [r for r in model.regularization_losses() if r is not None]

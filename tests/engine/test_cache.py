@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from orchestrator.engine import cache as cache_lib
-from orchestrator.engine import cache_store
+from orchestrator.engine import cache_keys, cache_store
 from orchestrator.engine.runner import Proposer, build_frozen_proposer
 from orchestrator.engine.step import compute_losses
 from orchestrator.layout import StageFiles
@@ -217,7 +217,7 @@ def test_force_gives_each_image_the_entry_of_its_record_and_in_step_flip(alterna
         name, model, outputs, configs, (False, True), MEMORY, tmp_path / name, True
     )
     decision = CacheDecision(name, True, "", (FEATURES,), (False, True), ("random_rgb_to_gray",))
-    data_configs, transform = cache_lib.training_input(decision, configs)
+    data_configs, transform = cache_keys.training_input(decision, configs)
     assert [
         s.WhichOneof("preprocessing_step") for s in data_configs["train_config"].data_augmentation_options
     ] == ["random_rgb_to_gray"]  # the flip moved into the step
@@ -226,7 +226,7 @@ def test_force_gives_each_image_the_entry_of_its_record_and_in_step_flip(alterna
     tf.keras.backend.set_learning_phase(True)
     for _ in range(3):
         features, _ = next(data)
-        images, keys = features[fields.InputDataFields.image], features[cache_lib.CACHE_KEY]
+        images, keys = features[fields.InputDataFields.image], features[cache_keys.CACHE_KEY]
         flips |= set((keys.numpy() % 2).tolist())
         (live,) = proposals.features_to_crop(model, images)
         got = lookup(images, keys)["features/0"].numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from object_detection.core import preprocessor
 
-from orchestrator.engine.cache import CACHE_KEY, HASH, _flip_and_key
+from orchestrator.engine.cache_keys import CACHE_KEY, HASH, _flip_and_key
 from orchestrator.odapi import fields
 
 IMAGE, BOXES = fields.InputDataFields.image, fields.InputDataFields.groundtruth_boxes
