@@ -17,6 +17,7 @@ Why this is exact, and what it saves: "Caching frozen parts" in ``docs/architect
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -132,18 +133,29 @@ class CacheLookup:
         return value
 
 
+def checkpoint_digest(prefix: str) -> dict[str, str]:
+    """A digest of every tensor a checkpoint holds (by name): the identity of a frozen proposer
+    that needs no model built."""
+    reader = tf.train.load_checkpoint(prefix)
+    digest = hashlib.sha256()
+    for name in sorted(reader.get_variable_to_shape_map()):
+        digest.update(name.encode() + b"\0" + np.asarray(reader.get_tensor(name)).tobytes())
+    return {"checkpoint": digest.hexdigest()}
+
+
 def build_cache(
     stage: str,
     model,
-    outputs: Outputs,
+    outputs: Callable[[], Outputs],
     configs: dict,
     flips: tuple[bool, ...],
     budget: cache_store.Budget,
     directory: Path,
     by_record: bool = False,
 ) -> FrozenCache:
-    """The cache in ``directory``: reused when complete there, else built by running ``outputs``
-    over every training image in each flip state of ``flips``.
+    """The cache in ``directory``: reused when complete there, else built by running
+    ``outputs()`` (made only then: it may build a network) over every training image in each
+    flip state of ``flips``.
 
     The images come from the stage's own input pipeline, with the stage ``model``'s
     preprocessing (as training sees them); ``by_record`` (``cache.mode=force``): without its
@@ -170,6 +182,8 @@ def build_cache(
             time.process_time() - cpu,
         )
 
+    frozen_part = outputs()
+
     @tf.function(reduce_retracing=True)
     def compute(images, true_shapes, hashes, flip):
         tf.keras.backend.set_learning_phase(True)  # as the training step (frozen BatchNorm is pinned)
@@ -178,7 +192,7 @@ def build_cache(
             if by_record
             else cache_keys.image_keys(images)
         )
-        return keys, outputs(images, true_shapes)
+        return keys, frozen_part(images, true_shapes)
 
     capacity = _records(configs["train_input_config"]) * len(flips)
     writer, place = None, None

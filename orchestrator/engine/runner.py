@@ -351,41 +351,57 @@ def _frozen_inputs(run: StageRun, model, configs: dict, first, frozen_digest: di
 
     With caching on, the frozen parts (the proposer, or the stage model's own frozen groups,
     already frozen and pinned here) run once over the training images, or a complete cache
-    of the same key is reused (:mod:`orchestrator.engine.cache_store`). A proposer is then
-    audited at once (it must leave that pass bit-identical) and dropped: training never calls
-    it. A cache above both budgets is not built: the stage computes those parts live.
+    of the same key is reused (:mod:`orchestrator.engine.cache_store`). A proposer is built
+    only to build a cache (a proposer's key is its checkpoint's digest, so a reused cache
+    needs none), then audited at once (it must leave that pass bit-identical) and dropped:
+    training never calls it. A cache above both budgets is not built: the stage computes
+    those parts live.
     """
     decision = run.cache if run.cache is not None and run.cache.on else None
-    proposer = audit = None
-    if run.proposer is not None:
-        proposer, groups = build_frozen_proposer(run.proposer, *first)
-        audit = _ProposerAudit(groups)
-        log.info("  proposals from frozen %s (%s)", run.proposer.stage, run.proposer.checkpoint)
+    proposer = _FrozenProposer(run.proposer, first)
     if decision is None or run.cache_context is None:
-        return proposer, audit, None, {}
-    producer = proposer if proposer is not None else model
-    settings = decision.settings
-    digest = audit.snapshot.digest() if audit is not None else frozen_digest
-    by_record = bool(decision.approximate)
+        return *proposer.get(), None, {}
+    settings, by_record = decision.settings, bool(decision.approximate)
+    digest = cache_lib.checkpoint_digest(run.proposer.checkpoint) if run.proposer else frozen_digest
     key = cache_key(
         run.cache_context, digest, configs, decision.parts, decision.flips, settings.float16, by_record
     )
     directory = run.cache_context.root / f"{run.name}-{key}"
     budget = cache_store.Budget(settings.memory_mb, settings.disk_mb, settings.float16)
+
+    def outputs() -> cache_lib.Outputs:  # called only when the cache is built, not reused
+        producer = proposer.get()[0] if run.proposer is not None else model
+        return cache_lib.producer_outputs(producer, decision.parts)
+
     try:
         cached = cache_lib.build_cache(
-            run.name, model, cache_lib.producer_outputs(producer, decision.parts), configs, decision.flips,
-            budget, directory, by_record,
-        )  # fmt: skip
+            run.name, model, outputs, configs, decision.flips, budget, directory, by_record
+        )
     except cache_store.Refused as exc:
         why = f"the cache would take {exc}" if isinstance(exc, cache_store.TooLarge) else str(exc)
         log.info("%s: frozen parts computed every step: %s", run.name, why)
-        return proposer, audit, None, {"cache": {"parts": list(decision.parts), "off": why}}
+        return *proposer.get(), None, {"cache": {"parts": list(decision.parts), "off": why}}
     cache_lib.log_summary(run.name, cached)
     extra = {"cache": cached.summary() | {"kept": settings.keep, "approximate": list(decision.approximate)}}
-    if audit is not None:
-        extra["proposer_audit"] = audit.check()
+    if proposer.audit is not None:
+        extra["proposer_audit"] = proposer.audit.check()
     return None, None, cache_lib.CacheLookup(cached), extra  # the lookup holds the only copy
+
+
+class _FrozenProposer:
+    """The stage's frozen proposer (None without one), built at its first use."""
+
+    def __init__(self, proposer: Proposer | None, first) -> None:
+        self.proposer, self.first = proposer, first
+        self.model = self.audit = None
+
+    def get(self) -> tuple:
+        """(proposer model, its audit); (None, None) for a stage without a proposer."""
+        if self.model is None and self.proposer is not None:
+            self.model, groups = build_frozen_proposer(self.proposer, *self.first)
+            self.audit = _ProposerAudit(groups)
+            log.info("  proposals from frozen %s (%s)", self.proposer.stage, self.proposer.checkpoint)
+        return self.model, self.audit
 
 
 def _release_cache(run: StageRun, extra: dict) -> None:
