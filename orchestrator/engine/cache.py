@@ -163,8 +163,8 @@ def build_cache(
     they are computed (a partial directory, renamed when complete). After the first batch the
     whole size is estimated from it and the number of training records;
     :class:`~orchestrator.engine.cache_store.TooLarge` when it fits neither budget, and
-    :class:`~orchestrator.engine.cache_store.Refused` when records share a source_id
-    (``by_record``). Nothing is left behind either way.
+    :class:`~orchestrator.engine.cache_store.Refused` (``by_record``) when records cannot be
+    told apart by their ``source_id``. Nothing is left behind either way.
     """
     started, cpu = time.time(), time.process_time()
     found = cache_store.load(directory)
@@ -194,7 +194,8 @@ def build_cache(
         )
         return keys, frozen_part(images, true_shapes)
 
-    capacity = _records(configs["train_input_config"]) * len(flips)
+    reader = configs["train_input_config"]
+    capacity = (cache_keys.distinct_source_ids(reader) if by_record else _records(reader)) * len(flips)
     writer, place = None, None
     try:
         for flip in flips:
@@ -213,8 +214,6 @@ def build_cache(
                     size = _estimate(writer, batch_keys, out, capacity)
                     place = budget.place(size, cache_store.free_mb(directory))
                 writer.append(batch_keys, out)
-        if by_record:
-            _require_distinct_records(writer.keys[: writer.rows])
         writer.commit({"stage": stage, "flips": len(flips), "by_record": by_record})
     except BaseException:
         if writer is not None:
@@ -236,8 +235,9 @@ def _estimate(writer: cache_store.Writer, keys: np.ndarray, outputs: dict, rows:
 
 def _records(reader) -> int:
     """How many training records the input reader reads (a pass over the files, no decoding)."""
-    files = [f for pattern in reader.tf_record_input_reader.input_path for f in tf.io.gfile.glob(pattern)]
-    return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
+    return int(
+        tf.data.TFRecordDataset(cache_keys.record_files(reader)).reduce(np.int64(0), lambda n, _: n + 1)
+    )
 
 
 def _build_pass(configs: dict, flip: bool, by_record: bool = False) -> dict:
@@ -254,15 +254,6 @@ def _build_pass(configs: dict, flip: bool, by_record: bool = False) -> dict:
     reader.drop_remainder = False  # every image, the last batch smaller
     out["train_input_config"] = reader
     return out
-
-
-def _require_distinct_records(keys: np.ndarray) -> None:
-    unique, counts = np.unique(keys, return_counts=True)
-    if (counts > 1).any():
-        raise cache_store.Refused(
-            f"{int((counts > 1).sum())} training records share a source_id (hash {int(unique[counts > 1][0]) // 2}): "
-            "cache.mode=force keys entries by source_id; give every record its own"
-        )
 
 
 def log_summary(stage: str, cache: FrozenCache) -> None:

@@ -18,7 +18,8 @@ from functools import partial
 
 import tensorflow as tf
 
-from orchestrator.odapi import fields
+from orchestrator.engine import cache_store
+from orchestrator.odapi import fields, inputs
 from stages.cache import FLIP
 
 _BUCKETS = 2**63 - 1
@@ -33,7 +34,8 @@ def image_keys(images: tf.Tensor) -> tf.Tensor:
     )
 
 
-HASH = "hash"  # the stock training input's int32 hash of each record's source_id
+HASH = inputs.HASH_KEY  # the stock training input's int32 hash of each record's source_id ...
+SOURCE_ID_BUCKETS = inputs.HASH_BINS  # ... into this many buckets
 CACHE_KEY = "frcnn_alt/cache_key"  # cache.mode=force: the record-and-flip key the step looks up
 
 
@@ -89,3 +91,38 @@ def without_steps(configs: dict, names) -> dict:
         if step.WhichOneof("preprocessing_step") not in names:
             train.data_augmentation_options.add().CopyFrom(step)
     return {**configs, "train_config": train}
+
+
+def distinct_source_ids(reader) -> int:
+    """The number of training records, each with a ``source_id`` of its own, as ``cache.mode=force``
+    needs (it finds an entry by the OD API's 31-bit hash of it); else :class:`Refused` saying
+    which records share one (or have none: the OD API gives those a new random id each read)."""
+    ids = [
+        tf.train.Example.FromString(record.numpy()).features.feature["image/source_id"].bytes_list.value
+        for record in tf.data.TFRecordDataset(record_files(reader))
+    ]
+    ids = [value[0] if value else b"" for value in ids]
+    missing = sum(not i for i in ids)
+    if missing:
+        raise cache_store.Refused(
+            f"{missing} of {len(ids)} training records have no image/source_id, and cache.mode=force "
+            "finds an entry by it: give every record its own"
+        )
+    hashes = tf.strings.to_hash_bucket_fast(tf.constant(ids), SOURCE_ID_BUCKETS).numpy()
+    seen: dict[int, bytes] = {}
+    for source_id, bucket in zip(ids, hashes.tolist(), strict=True):
+        if bucket in seen:
+            other = seen[bucket]
+            same = (
+                "share the source_id" if other == source_id else "have source_ids with the same 31-bit hash"
+            )
+            raise cache_store.Refused(
+                f"training records {other!r} and {source_id!r} {same}, and cache.mode=force tells records "
+                "apart by the OD API's hash of it: give every record its own"
+            )
+        seen[bucket] = source_id
+    return len(ids)
+
+
+def record_files(reader) -> list[str]:
+    return [f for pattern in reader.tf_record_input_reader.input_path for f in tf.io.gfile.glob(pattern)]

@@ -1,7 +1,8 @@
 """Where a stage's cache lives: a directory named by what it was computed from, written atomically.
 
 A cache is a directory ``<root>/<stage>-<key>/`` holding ``keys.npy`` (the image fingerprints,
-:func:`orchestrator.engine.cache.image_keys`), one ``.npy`` per output and ``meta.json``. It is
+:mod:`orchestrator.engine.cache_keys`: an image's fingerprint, or under
+``cache.mode=force`` its record and flip), one ``.npy`` per output and ``meta.json``. It is
 written as ``<name>.partial-<pid>`` and renamed into place when complete, so a directory with
 the final name is always whole: a killed stage's next attempt reuses it, and a partial one
 left by a dead process is removed and built again.
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from google.protobuf import text_format
 log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the layout or the meaning of an entry changes
 KEYS, META = "keys.npy", "meta.json"
+_HOST = socket.gethostname().replace("-", "_")  # partials are named <cache>.partial-<host>-<pid>
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ def cache_key(
         "code": context.code,
         "model": text_format.MessageToString(configs["model"]),
         "input": text_format.MessageToString(configs["train_input_config"]),
+        "bfloat16": configs["train_config"].use_bfloat16,  # the input casts images to it
         "augmentation": [
             text_format.MessageToString(step) for step in configs["train_config"].data_augmentation_options
         ],
@@ -116,7 +120,7 @@ class Writer:
 
     def __init__(self, directory: Path, capacity: int, float16: bool) -> None:
         self.directory, self.capacity, self.float16 = directory, capacity, float16
-        self.partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
+        self.partial = directory.with_name(f"{directory.name}.partial-{_HOST}-{os.getpid()}")
         remove_stale_partials(directory)
         shutil.rmtree(self.partial, ignore_errors=True)
         self.partial.mkdir(parents=True)
@@ -137,6 +141,8 @@ class Writer:
             if name not in self.arrays:
                 dtype, shape = self.stored_dtype(name, value), (self.capacity, *value.shape[1:])
                 self.arrays[name] = np.lib.format.open_memmap(self.partial / _file(name), "w+", dtype, shape)
+            if self.arrays[name].dtype == np.float16:  # beyond float16's range: its largest value
+                value = np.clip(value, -65504, 65504)
             self.arrays[name][self.rows : self.rows + len(keys)] = value
         self.keys[self.rows : self.rows + len(keys)] = keys
         self.rows += len(keys)
@@ -151,7 +157,10 @@ class Writer:
         (self.partial / META).write_text(json.dumps(meta, indent=2))
         try:
             os.rename(self.partial, self.directory)
-        except OSError:  # a complete copy appeared meanwhile (a sweep job beside this one)
+        except OSError:
+            if not (self.directory / META).exists():
+                raise
+            # A complete copy appeared meanwhile (a sweep job beside this one): it is equal.
             log.info("%s: already built by another process; using that one", self.directory.name)
             shutil.rmtree(self.partial, ignore_errors=True)
         return self.directory
@@ -161,8 +170,12 @@ class Writer:
 
 
 def remove_stale_partials(directory: Path) -> None:
-    """Delete partial copies of ``directory`` whose writing process is gone (a killed build)."""
-    for partial in directory.parent.glob(f"{directory.name}.partial-*"):
+    """Delete partial copies of ``directory`` whose writing process is gone (a killed build).
+
+    Only this host's: a sweep's jobs on other nodes may share the directory, and their
+    processes cannot be seen from here.
+    """
+    for partial in directory.parent.glob(f"{directory.name}.partial-{_HOST}-*"):
         pid = partial.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             log.info("removing an incomplete cache left by a stopped process: %s", partial)

@@ -130,10 +130,18 @@ def _predict_fn(model, proposer_model, lookup, first_stage_only: bool):
     if lookup is not None:
         return proposals.cached_predict(model, lookup, first_stage_only)
     if proposer_model is not None:
-        return proposals.frozen_proposer_predict(model, proposer_model)
-    if first_stage_only:
-        return proposals.rpn_only_predict(model)
-    return proposals.own_predict(model)
+        live = proposals.frozen_proposer_predict(model, proposer_model)
+    elif first_stage_only:
+        live = proposals.rpn_only_predict(model)
+    else:
+        live = proposals.own_predict(model)
+
+    def predict(images, true_shapes, keys=None):
+        # cache.mode=force adds cache keys to the batches before it knows whether the cache is
+        # built; when it is not (too large, refused), the live prediction has no use for them.
+        return live(images, true_shapes)
+
+    return predict
 
 
 def _log_groups(run: StageRun, groups, report: dict[str, str], trainable) -> None:
@@ -362,7 +370,7 @@ def _frozen_inputs(run: StageRun, model, configs: dict, first, frozen_digest: di
     if decision is None or run.cache_context is None:
         return *proposer.get(), None, {}
     settings, by_record = decision.settings, bool(decision.approximate)
-    digest = cache_lib.checkpoint_digest(run.proposer.checkpoint) if run.proposer else frozen_digest
+    digest = _producer_digest(run, frozen_digest)
     key = cache_key(
         run.cache_context, digest, configs, decision.parts, decision.flips, settings.float16, by_record
     )
@@ -386,6 +394,15 @@ def _frozen_inputs(run: StageRun, model, configs: dict, first, frozen_digest: di
     if proposer.audit is not None:
         extra["proposer_audit"] = proposer.audit.check()
     return None, None, cache_lib.CacheLookup(cached), extra  # the lookup holds the only copy
+
+
+def _producer_digest(run: StageRun, frozen_digest: dict) -> dict:
+    """What identifies the frozen part: the stage's frozen weights, or the proposer's checkpoint
+    and model config (its NMS settings and proposal count are set there, not in the stage's)."""
+    if run.proposer is None:
+        return frozen_digest
+    model = builder.load_configs(run.proposer.pipeline_path)["model"]
+    return cache_lib.checkpoint_digest(run.proposer.checkpoint) | {"proposer_model": str(model)}
 
 
 class _FrozenProposer:
@@ -439,7 +456,7 @@ def _train_iterator(strategy, configs, model, shard_data: bool = False, transfor
     Across workers (``shard_data``) every worker reads the same global batches and keeps its own
     slice of each (sharding by data: the built-in data is one file, and the OD API shards by
     file); the batch after the model's is step 1's, as on one replica. ``transform`` maps
-    each batch (``cache.mode=force``: :func:`orchestrator.engine.cache.training_input`).
+    each batch (``cache.mode=force``: :func:`orchestrator.engine.cache_keys.training_input`).
     """
 
     def dataset_fn(input_context=None):

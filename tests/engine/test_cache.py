@@ -179,7 +179,7 @@ def test_a_complete_cache_is_reused_and_a_dead_builds_partial_one_removed(
     stage_two, alternating_run, tmp_path
 ):
     directory = tmp_path / "s2"
-    stale = tmp_path / "s2.partial-999999999"  # left by a killed build (no such process)
+    stale = tmp_path / f"s2.partial-{cache_store._HOST}-999999999"  # a killed build's (no such process)
     stale.mkdir()
     built = _rebuild(stage_two, alternating_run[0], MEMORY, directory)
     assert not built.reused and not stale.exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.engine.cache_store import Budget, CacheContext, TooLarge, Writer, cache_key, load
+from orchestrator.engine.cache_store import _HOST, Budget, CacheContext, TooLarge, Writer, cache_key, load
 from stages.pipeline import load_pipeline
 
 TINY = Path(__file__).resolve().parents[2] / "conf" / "pipelines" / "tiny.config"
@@ -66,12 +66,13 @@ def test_a_dead_processs_partial_cache_is_removed_and_a_live_ones_kept(tmp_path)
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    stale = tmp_path / f"c.partial-{int(dead.stdout)}"  # that process has exited
-    live = tmp_path / f"c.partial-{os.getppid()}"  # pytest's parent: alive, maybe building
-    stale.mkdir()
-    live.mkdir()
+    stale = tmp_path / f"c.partial-{_HOST}-{int(dead.stdout)}"  # that process has exited
+    live = tmp_path / f"c.partial-{_HOST}-{os.getppid()}"  # pytest's parent: alive, maybe building
+    elsewhere = tmp_path / f"c.partial-other_node-{int(dead.stdout)}"  # another node's: unknowable here
+    for partial in (stale, live, elsewhere):
+        partial.mkdir()
     _fill(tmp_path / "c").commit({"flips": 1})
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and elsewhere.exists()
 
 
 def test_a_second_copy_of_a_complete_cache_yields_to_the_first(tmp_path):

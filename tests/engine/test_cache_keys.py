@@ -1,12 +1,14 @@
-"""cache.mode=force's in-step flip mirrors images and boxes as the OD API's own flip does (no model)."""
+"""cache.mode=force's keys: the in-step flip mirrors as the OD API's own flip does; records told apart (no model)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from object_detection.core import preprocessor
 
-from orchestrator.engine.cache_keys import CACHE_KEY, HASH, _flip_and_key
+from orchestrator.engine.cache_keys import CACHE_KEY, HASH, _flip_and_key, distinct_source_ids
+from orchestrator.engine.cache_store import Refused
 from orchestrator.odapi import fields
 
 IMAGE, BOXES = fields.InputDataFields.image, fields.InputDataFields.groundtruth_boxes
@@ -38,3 +40,32 @@ def test_no_flip_leaves_the_batch_and_keys_the_unflipped_entry():
     np.testing.assert_array_equal(same[IMAGE].numpy(), features[IMAGE].numpy())
     np.testing.assert_array_equal(unchanged[BOXES].numpy(), labels[BOXES].numpy())
     assert same[CACHE_KEY].numpy().tolist() == [14, 22]
+
+
+def _reader(tmp_path, source_ids: list[bytes]):
+    from object_detection.protos import input_reader_pb2
+
+    path = tmp_path / "train.record"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for source_id in source_ids:
+            feature = {"image/source_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source_id]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    reader = input_reader_pb2.InputReader()
+    reader.tf_record_input_reader.input_path.append(str(path))
+    return reader
+
+
+def test_records_with_their_own_source_ids_are_counted(tmp_path):
+    assert distinct_source_ids(_reader(tmp_path, [b"a.jpg", b"b.jpg", b"c.jpg"])) == 3
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ([b"a.jpg", b"b.jpg", b"a.jpg"], "records b'a.jpg' and b'a.jpg' share the source_id"),
+        ([b"a.jpg", b"", b""], "2 of 3 training records have no image/source_id"),
+    ],
+)
+def test_records_force_cannot_tell_apart_are_refused_naming_them(tmp_path, ids, message):
+    with pytest.raises(Refused, match=message):
+        distinct_source_ids(_reader(tmp_path, ids))
