@@ -129,7 +129,7 @@ class CacheLookup:
             return tf.gather(self.arrays[name], rows)
         array = self.arrays[name]
         value = tf.numpy_function(lambda r: np.ascontiguousarray(array[r]), [rows], tf.as_dtype(array.dtype))
-        value.set_shape([None, *array.shape[1:]])
+        value.set_shape(rows.shape.concatenate(array.shape[1:]))  # the OD API unstacks the batch
         return value
 
 

@@ -68,7 +68,7 @@ class Budget:
             return "memory"
         if mb <= self.disk_mb:
             return "disk"
-        raise TooLarge(f"{mb:.0f} MiB > cache.memory_mb={self.memory_mb} and cache.disk_mb={self.disk_mb}")
+        raise TooLarge(f"{mb:.1f} MiB > cache.memory_mb={self.memory_mb} and cache.disk_mb={self.disk_mb}")
 
 
 def cache_key(

@@ -168,11 +168,15 @@ def test_a_cache_over_the_memory_budget_is_read_from_disk_with_the_same_values(
 
     @tf.function
     def read(images):  # inside a compiled step, as training reads it
-        return cache_lib.CacheLookup(on_disk)(images)
+        out = cache_lib.CacheLookup(on_disk)(images)
+        traced.update({name: value.shape for name, value in out.items()})
+        return out
 
+    traced = {}
     got = read(images)
     for name in want:
         np.testing.assert_array_equal(got[name].numpy(), want[name].numpy())
+        assert traced[name] == want[name].shape  # static, batch included: the OD API unstacks it
 
 
 def test_a_complete_cache_is_reused_and_a_dead_builds_partial_one_removed(
