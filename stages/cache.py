@@ -135,21 +135,27 @@ def _describe(spec: StageSpec, part: str) -> str:
     return f"proposals of {source}"
 
 
+def flip_step(train_config):
+    """The first ``random_horizontal_flip`` step's settings; None without one."""
+    for step in train_config.data_augmentation_options:
+        if step.WhichOneof("preprocessing_step") == FLIP:
+            return step.random_horizontal_flip
+    return None
+
+
 def flip_states(train_config) -> tuple[bool, ...]:
     """The flip states training can draw: both for a flip of probability strictly in (0, 1)."""
-    probabilities = [
-        step.random_horizontal_flip.probability
-        for step in train_config.data_augmentation_options
-        if step.WhichOneof("preprocessing_step") == FLIP
-    ]
-    if not probabilities:
-        return (False,)
-    p = probabilities[0]
+    step = flip_step(train_config)
+    p = step.probability if step is not None else 0.0
     return (False,) if p <= 0 else (True,) if p >= 1 else (False, True)
 
 
+def _step_names(train_config) -> list[str]:
+    return [s.WhichOneof("preprocessing_step") for s in train_config.data_augmentation_options]
+
+
 def _photometric(pipeline) -> list[str]:
-    steps = [s.WhichOneof("preprocessing_step") for s in pipeline.train_config.data_augmentation_options]
+    steps = _step_names(pipeline.train_config)
     return [f"data_augmentation_options[{i}] {name}" for i, name in enumerate(steps) if name in PHOTOMETRIC]
 
 
@@ -161,7 +167,7 @@ def _blockers(pipeline, mode: CacheMode, strategy: Strategy, proposals: bool) ->
     out = []
     if strategy == Strategy.multi_worker:
         out.append("train.strategy=multi_worker (each worker would build its own cache; not supported yet)")
-    steps = [s.WhichOneof("preprocessing_step") for s in pipeline.train_config.data_augmentation_options]
+    steps = _step_names(pipeline.train_config)
     for index, name in enumerate(steps):
         key = f"train_config.data_augmentation_options[{index}] {name}"
         if name in PHOTOMETRIC and not force:
@@ -176,7 +182,7 @@ def _blockers(pipeline, mode: CacheMode, strategy: Strategy, proposals: bool) ->
             )
         elif name == FLIP and steps.index(FLIP) != index:
             out.append(f"{key}: a second horizontal flip (a cached image is flipped once or not at all)")
-    if force and any(n in PHOTOMETRIC for n in steps) and pipeline.train_input_reader.load_instance_masks:
+    if force and _photometric(pipeline) and pipeline.train_input_reader.load_instance_masks:
         out.append("train_input_reader.load_instance_masks: cache.mode=force flips boxes only, not masks")
     if not pipeline.model.faster_rcnn.image_resizer.HasField("fixed_shape_resizer"):
         out.append(

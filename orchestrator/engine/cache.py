@@ -31,7 +31,7 @@ from tqdm import tqdm
 from orchestrator.engine import cache_keys, cache_store
 from orchestrator.engine.cache_keys import without_steps
 from orchestrator.odapi import builder, fields, proposals
-from stages.cache import FEATURES, FLIP, PHOTOMETRIC, PROPOSALS
+from stages.cache import FEATURES, FLIP, PHOTOMETRIC, PROPOSALS, flip_step
 
 log = logging.getLogger(__name__)
 Outputs = Callable[[tf.Tensor, tf.Tensor], dict]  # (images, true shapes) -> named tensors [batch, ...]
@@ -167,20 +167,8 @@ def build_cache(
     told apart by their ``source_id``. Nothing is left behind either way.
     """
     started, cpu = time.time(), time.process_time()
-    found = cache_store.load(directory)
-    if found is not None:
-        keys, arrays, meta = found
-        place = budget.place(keys.nbytes + sum(a.nbytes for a in arrays.values()), float("inf"))
-        return FrozenCache(
-            keys,
-            arrays,
-            meta["flips"],
-            place,
-            directory,
-            True,
-            time.time() - started,
-            time.process_time() - cpu,
-        )
+    if cache_store.load(directory) is not None:
+        return _opened(directory, budget, True, started, cpu)
 
     frozen_part = outputs()
 
@@ -196,7 +184,7 @@ def build_cache(
 
     reader = configs["train_input_config"]
     capacity = (cache_keys.distinct_source_ids(reader) if by_record else _records(reader)) * len(flips)
-    writer, place = None, None
+    writer = None
     try:
         for flip in flips:
             data = builder.train_dataset(_build_pass(configs, flip, by_record), model, repeat=False)
@@ -211,22 +199,30 @@ def build_cache(
                 batch_keys, out = batch_keys.numpy(), {k: v.numpy() for k, v in out.items()}
                 if writer is None:
                     writer = cache_store.Writer(directory, capacity, budget.float16)
-                    size = _estimate(writer, batch_keys, out, capacity)
-                    place = budget.place(size, cache_store.free_mb(directory))
+                    # Before anything is written: TooLarge, or whether it will fit on the disk.
+                    budget.place(_estimate(writer, batch_keys, out, capacity), cache_store.free_mb(directory))
                 writer.append(batch_keys, out)
         writer.commit({"stage": stage, "flips": len(flips), "by_record": by_record})
     except BaseException:
         if writer is not None:
             writer.discard()
         raise
-    keys, arrays, _ = cache_store.load(directory)
-    return FrozenCache(
-        keys, arrays, len(flips), place, directory, False, time.time() - started, time.process_time() - cpu
-    )
+    return _opened(directory, budget, False, started, cpu)
+
+
+def _opened(
+    directory: Path, budget: cache_store.Budget, reused: bool, started: float, cpu: float
+) -> FrozenCache:
+    """The complete cache in ``directory``, placed by its size (as stored, the build's estimate)."""
+    keys, arrays, meta = cache_store.load(directory)
+    size = keys.nbytes + sum(a.nbytes for a in arrays.values())
+    place = budget.place(size, free_disk_mb=float("inf"))  # already on disk
+    elapsed, cpu_seconds = time.time() - started, time.process_time() - cpu
+    return FrozenCache(keys, arrays, meta["flips"], place, directory, reused, elapsed, cpu_seconds)
 
 
 def _estimate(writer: cache_store.Writer, keys: np.ndarray, outputs: dict, rows: int) -> float:
-    """Bytes of ``rows`` entries as stored, from one batch."""
+    """Bytes of ``rows`` entries as stored, from one batch (exact: every entry has its shapes)."""
     per_entry = keys[0].nbytes + sum(
         v[0].size * writer.stored_dtype(name, v).itemsize for name, v in outputs.items()
     )
@@ -244,10 +240,9 @@ def _build_pass(configs: dict, flip: bool, by_record: bool = False) -> dict:
     """The stage's configs for one build pass: one unshuffled epoch, the flip forced on or off
     (``by_record``: the colour steps of ``cache.mode=force`` left out too)."""
     out = without_steps(configs, (PHOTOMETRIC if by_record else frozenset()) | (set() if flip else {FLIP}))
-    train, reader = out["train_config"], copy.deepcopy(configs["train_input_config"])
-    for step in train.data_augmentation_options:  # the OD API reads a probability of 0 as unset
-        if step.WhichOneof("preprocessing_step") == FLIP:
-            step.random_horizontal_flip.probability = 1.0
+    reader = copy.deepcopy(configs["train_input_config"])
+    if (step := flip_step(out["train_config"])) is not None:  # one at most (stages.cache)
+        step.probability = 1.0  # off is no step: the OD API reads a probability of 0 as unset
     reader.shuffle = False
     reader.num_epochs = 1
     reader.sample_1_of_n_examples = 0  # every record: training's sample is drawn after a shuffle

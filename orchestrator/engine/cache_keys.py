@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from orchestrator.engine import cache_store
 from orchestrator.odapi import fields, inputs
-from stages.cache import FLIP
+from stages.cache import FLIP, flip_step
 
 _BUCKETS = 2**63 - 1
 
@@ -54,7 +54,8 @@ def training_input(decision, configs: dict) -> tuple[dict, Callable | None]:
     """
     if decision is None or not decision.on or not decision.approximate:
         return configs, None
-    probability = _flip_probability(configs["train_config"])
+    step = flip_step(configs["train_config"])
+    probability = step.probability if step is not None else 0.0
     return without_steps(configs, {FLIP}), partial(_flip_and_key, probability=probability)
 
 
@@ -73,13 +74,6 @@ def _flip_and_key(features: dict, labels: dict, probability: float) -> tuple[dic
         fields.InputDataFields.groundtruth_boxes: tf.where(flipped[:, None, None], mirrored, boxes),
     }
     return features, labels
-
-
-def _flip_probability(train_config) -> float:
-    for step in train_config.data_augmentation_options:
-        if step.WhichOneof("preprocessing_step") == FLIP:
-            return step.random_horizontal_flip.probability
-    return 0.0
 
 
 def without_steps(configs: dict, names) -> dict:

@@ -59,11 +59,11 @@ class Budget:
     disk_mb: int = 0
     float16: bool = False
 
-    def place(self, estimate: float, free_mb: float) -> str:
+    def place(self, estimate: float, free_disk_mb: float) -> str:
         """``"memory"`` or ``"disk"`` for a cache of ``estimate`` bytes; raises :class:`TooLarge`."""
         mb = estimate / 2**20
-        if mb > 0.9 * free_mb:
-            raise TooLarge(f"{mb:.0f} MiB, more than the free disk space ({free_mb:.0f} MiB) allows")
+        if mb > 0.9 * free_disk_mb:
+            raise TooLarge(f"{mb:.0f} MiB, more than the free disk space ({free_disk_mb:.0f} MiB) allows")
         if mb <= self.memory_mb:
             return "memory"
         if mb <= self.disk_mb:

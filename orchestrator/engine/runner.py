@@ -423,9 +423,9 @@ class _FrozenProposer:
 
 def _release_cache(run: StageRun, extra: dict) -> None:
     """A finished stage's cache is deleted unless ``cache.keep`` (an interrupted one stays for resume)."""
-    cache = extra.get("cache", {})
-    if cache.get("directory") and not cache.get("kept"):
-        shutil.rmtree(cache["directory"], ignore_errors=True)
+    directory = extra.get("cache", {}).get("directory")
+    if directory and not run.cache.settings.keep:
+        shutil.rmtree(directory, ignore_errors=True)
         log.info("%s: removed its cache (cache.keep=true keeps it for later runs)", run.name)
 
 

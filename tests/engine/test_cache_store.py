@@ -123,6 +123,6 @@ def test_a_cache_goes_to_memory_then_disk_then_nowhere(mib, free, expected):
     budget = Budget(memory_mb=64, disk_mb=512)
     if expected == "too large":
         with pytest.raises(TooLarge):
-            budget.place(mib * 2**20, free_mb=free)
+            budget.place(mib * 2**20, free_disk_mb=free)
     else:
-        assert budget.place(mib * 2**20, free_mb=free) == expected
+        assert budget.place(mib * 2**20, free_disk_mb=free) == expected
