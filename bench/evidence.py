@@ -6,6 +6,10 @@ it: finished stages come from its stage store), for example::
     python -m orchestrator -m stage=all seed=0,1,2 data=shapes,glyphs \\
         budget=equal,detector_heavy,paper stages.end_to_end.lr=null,0.01 hydra.sweep.dir=DIR
 
+A candidate thought of later joins the same directory, so that it reuses the stages it shares
+(end_to_end, here) from the sweep's stage store: the same command with its own values plus
+``hydra.sweep.dir=DIR 'hydra.sweep.subdir=NAME-seed${seed}-${data.kind}'``.
+
 This reads its finished jobs (:func:`orchestrator.outputs.study.read_job`), compares each
 method's candidates (:mod:`orchestrator.outputs.evidence`) against the defaults the config
 composes to, and renders the BENCHMARKS.md section. A partial sweep gives a partial table.
@@ -15,8 +19,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-
-import yaml
 
 from orchestrator.outputs import evidence, study
 from orchestrator.outputs.study import fmt, fmt_mean_ci
@@ -38,17 +40,32 @@ def defaults() -> dict[str, str]:
     return {"budget": str(cfg.budget.name), "stages.end_to_end.lr": "null" if lr is None else str(lr)}
 
 
+def spanned(jobs: list[dict]) -> str:
+    """The overrides the jobs span, as one ``-m`` command would spell them (``key=a,b``).
+
+    Read from the jobs, not from ``multirun.yaml``: a later candidate can be swept into the same
+    directory (its own ``hydra.sweep.subdir``) to share the stage store, and each ``-m`` command
+    rewrites ``multirun.yaml``.
+    """
+    values: dict[str, list[str]] = {}
+    for job in jobs:
+        for override in job["overrides"]:
+            key, _, value = override.partition("=")
+            if value not in values.setdefault(key, []):
+                values[key].append(value)
+    return " ".join(f"{key}={','.join(vals)}" for key, vals in values.items())
+
+
 def collect(sweep_dir: Path) -> dict:
-    """The evidence of one sweep directory, with the command that made it and when it ran."""
+    """The evidence of one sweep directory, with the settings its jobs span and when they ran."""
     dirs = study.job_dirs(sweep_dir)
     jobs = [study.read_job(d) for d in dirs]
-    task = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
     finished = [d / "job_status.json" for d in dirs if (d / "job_status.json").exists()]
     stamps = {time.strftime("%Y-%m-%d", time.gmtime(p.stat().st_mtime)) for p in finished}
     settings = defaults()
     return {
         "sweep": str(sweep_dir),
-        "command": "python -m orchestrator -m " + " ".join(task),
+        "command": "python -m orchestrator -m " + spanned(jobs),
         "jobs": {"used": sum(j["state"] == "used" for j in jobs), "all": len(jobs)},
         "dates": sorted(stamps),
         "defaults": settings,

@@ -8,16 +8,18 @@ from pathlib import Path
 import yaml
 
 from bench import evidence
+from tests.outputs import test_evidence
 from tests.outputs.test_evidence import sweep
 
 MACHINE = {"cores": 2, "tensorflow": "2.15.1"}
 
 
-def write_sweep(root: Path, jobs: list[dict]) -> Path:
-    task = ["stage=all", "seed=0,1,2", "data=shapes", "budget=equal,paper", "stages.end_to_end.lr=null,0.01"]
+def write_sweep(root: Path, jobs: list[dict], names: list[str] | None = None) -> Path:
+    # the last -m command's, as Hydra leaves it: a later candidate's sweep rewrote it
+    task = ["stage=all", "seed=0", "data=shapes", "budget=late"]
     (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
     for number, job in enumerate(jobs):
-        d = root / str(number)
+        d = root / (names[number] if names else str(number))
         (d / ".hydra").mkdir(parents=True)
         (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(job["overrides"]))
         (d / "comparison").mkdir()
@@ -36,6 +38,19 @@ def test_a_sweep_on_disk_becomes_a_table_per_dataset_and_a_verdict_per_method(tm
     assert "| alternating | budget=equal (default) | 3 | 0.803 [" in text
     assert "* alternating: best budget=paper; default - best = -0.050" in text and "**outside noise**" in text
     assert "* end_to_end: the default (stages.end_to_end.lr=null) is the best candidate." in text
+
+
+def test_a_later_candidate_in_its_own_subdirs_joins_the_table_and_the_command(tmp_path):
+    jobs = sweep(0.05, -0.1)
+    late = [test_evidence.job(seed, "shapes", "late", "null", 0.7, 0.9) for seed in (0, 1)] + [jobs[-1]]
+    names = [str(n) for n in range(len(jobs) - 1)] + ["late-seed0-shapes", "late-seed1-shapes", "running"]
+    ev = evidence.collect(write_sweep(tmp_path, jobs[:-1] + late, names))
+    assert ev["jobs"] == {"used": 13, "all": 14}
+    assert ev["command"].startswith(
+        "python -m orchestrator -m stage=all seed=0,1,2 data=shapes budget=equal,paper,late"
+    )
+    late_row = ev["contexts"]["data=shapes"]["alternating"]["candidates"][1]
+    assert late_row["setting"] == "budget=late" and late_row["seeds"] == ["0", "1"]
 
 
 def test_without_a_study_the_section_says_how_to_make_one():

@@ -88,6 +88,8 @@ def test_budget_total_splits_over_the_stages_and_end_to_end_gets_the_same(compos
     assert [p.steps for p in paper.values()] == [200, 100, 200, 100, 600]
     _, heavy = plans_of(compose_config, ["budget=detector_heavy", "budget.total=600"])
     assert [p.steps for p in heavy.values()] == [100, 200, 100, 200, 600]
+    _, shared = plans_of(compose_config, ["budget=shared_heavy", "budget.total=600"])
+    assert [p.steps for p in shared.values()] == [100, 300, 100, 100, 600]
     _, default = plans_of(compose_config, ["steps=7"])  # no total: steps x stages, equal split
     assert [p.steps for p in default.values()] == [7, 7, 7, 7, 28]
 
