@@ -49,11 +49,13 @@ def train_and_evaluate(
     # per stage initialise fresh heads and shuffle the data alike.
     tf.keras.utils.set_random_seed(stage.plan.seed)
     reset_peak_rss()
+    val_proposals = evaluate.ValProposals() if proposer else None  # the runner fills it from its cache
     evaluator = _LazyEvaluator(
         pipeline_path,
         detector=not stage.plan.spec.skips_second_stage,
         max_images=ctx.cfg.eval.max_images,
         proposer=(proposer.pipeline_path, proposer.checkpoint) if proposer else None,
+        val_proposals=val_proposals,
     )
     run = StageRun(
         name=stage.name,
@@ -71,6 +73,7 @@ def train_and_evaluate(
         resume_key=resume_key,
         cache=cache,
         cache_context=CacheContext(_cache_root(ctx), ctx.data.fingerprint, ctx.code),
+        val_proposals=val_proposals,
     )
     metrics = train_stage(run)
     checkpoint = metrics["checkpoint"]

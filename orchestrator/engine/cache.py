@@ -210,6 +210,57 @@ def build_cache(
     return _opened(directory, budget, False, started, cpu)
 
 
+def build_val_proposals(
+    stage: str, proposer: Callable[[], object], model, configs: dict, directory: Path
+) -> FrozenCache:
+    """A proposer stage's val proposals in ``directory``: reused when complete, else built by
+    ``proposer()`` (called only then: it may build the network) over every val image, as the
+    stage's evaluation preprocesses it (``model``'s preprocessing; no augmentation), keeping
+    :data:`~orchestrator.odapi.proposals.EVAL_PROPOSALS` an image as evaluation does.
+
+    Held in memory (300 boxes an image: kilobytes), so the stage may remove its directory and
+    still evaluate its final checkpoint.
+    """
+    started, cpu = time.time(), time.process_time()
+    reused = cache_store.load(directory) is not None
+    if not reused:
+        _write_val_proposals(stage, proposer(), model, configs, directory)
+    keys, arrays, meta = cache_store.load(directory)
+    arrays = {name: np.array(a) for name, a in arrays.items()}
+    elapsed, cpu_seconds = time.time() - started, time.process_time() - cpu
+    return FrozenCache(
+        np.array(keys), arrays, meta["flips"], "memory", directory, reused, elapsed, cpu_seconds
+    )
+
+
+def _write_val_proposals(stage: str, proposer, model, configs: dict, directory: Path) -> None:
+    @tf.function(reduce_retracing=True)
+    def compute(images, true_shapes):
+        tf.keras.backend.set_learning_phase(False)  # as evaluation (frozen BatchNorm is pinned anyway)
+        rpn = proposals.inference_first_stage(proposer, images)
+        with proposals.keeping(proposer, proposals.EVAL_PROPOSALS):
+            boxes, scores, num = proposals.first_stage_nms(proposer, rpn, images, true_shapes)
+        return cache_keys.image_keys(images), {
+            "proposals/boxes": boxes,
+            "proposals/scores": scores,
+            "proposals/num": num,
+        }
+
+    writer = cache_store.Writer(directory, _records(configs["eval_input_configs"][0]), float16=False)
+    try:
+        for features, _ in tqdm(
+            builder.eval_dataset(configs, model), desc=f"{stage} val proposals", unit="img"
+        ):
+            keys, out = compute(
+                features[fields.InputDataFields.image], features[fields.InputDataFields.true_image_shape]
+            )
+            writer.append(keys.numpy(), {k: v.numpy() for k, v in out.items()})
+        writer.commit({"stage": stage, "flips": 1, "by_record": False, "split": "val"})
+    except BaseException:
+        writer.discard()
+        raise
+
+
 def _opened(
     directory: Path, budget: cache_store.Budget, reused: bool, started: float, cpu: float
 ) -> FrozenCache:
@@ -230,7 +281,7 @@ def _estimate(writer: cache_store.Writer, keys: np.ndarray, outputs: dict, rows:
 
 
 def _records(reader) -> int:
-    """How many training records the input reader reads (a pass over the files, no decoding)."""
+    """How many records the input reader reads (a pass over the files, no decoding)."""
     return int(
         tf.data.TFRecordDataset(cache_keys.record_files(reader)).reduce(np.int64(0), lambda n, _: n + 1)
     )

@@ -79,8 +79,10 @@ def cache_key(
     flips,
     float16: bool,
     by_record: bool = False,
+    val_proposals: int = 0,
 ) -> str:
-    """A hex digest of everything a cached value is a function of."""
+    """A hex digest of everything a cached value is a function of; ``val_proposals``: of a
+    proposer stage's val proposals, that many an image (their input is the eval reader)."""
     identity = {
         "format": FORMAT,
         "producer": producer_digest,
@@ -97,6 +99,11 @@ def cache_key(
         "float16": float16,
         "by_record": by_record,
     }
+    if val_proposals:
+        identity["val"] = {
+            "input": [text_format.MessageToString(c) for c in configs["eval_input_configs"]],
+            "proposals": val_proposals,
+        }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
 

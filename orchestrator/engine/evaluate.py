@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,12 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from orchestrator.engine import interrupts
+from orchestrator.engine.cache import CacheLookup, FrozenCache
 from orchestrator.layout import StageFiles
 from orchestrator.odapi import builder, fields, label_map_util, proposals
+from orchestrator.odapi.proposals import EVAL_PROPOSALS
 
 log = logging.getLogger(__name__)
-EVAL_PROPOSALS = 300
 IOUS = np.arange(0.5, 0.951, 0.05)
 
 
@@ -80,6 +82,19 @@ def load_for_eval(pipeline_path: Path, checkpoint: str | None = None):
     return configs, model
 
 
+@dataclass
+class ValProposals:
+    """A proposer stage's val proposals, computed once with its training cache.
+
+    The runner fills ``cache`` while its frozen proposer exists to build the training cache
+    (or finds both complete on disk: then no proposer is built at all); the stage's
+    :class:`Evaluator`, built later, then replays them instead of building the proposer again.
+    Left empty (caching off or refused), the evaluator runs the proposer live.
+    """
+
+    cache: FrozenCache | None = None
+
+
 class EvaluationStopped(Exception):
     """A stop was requested while the training loop evaluated: the loop saves and stops."""
 
@@ -92,7 +107,8 @@ class Evaluator:
     restores the given checkpoint's weights into the same model.
 
     ``proposer`` (pipeline.config, checkpoint): a stage trained on a frozen network's
-    proposals (paper step 2) is evaluated on that network's proposals too.
+    proposals (paper step 2) is evaluated on that network's proposals too: replayed from
+    ``val_proposals`` when they were computed with the training cache, else from the network.
     """
 
     def __init__(
@@ -101,12 +117,20 @@ class Evaluator:
         detector: bool,
         max_images: int | None = None,
         proposer: tuple[Path, str] | None = None,
+        val_proposals: ValProposals | None = None,
     ) -> None:
         tf.keras.backend.set_learning_phase(False)
         self.configs, self.model = load_for_eval(pipeline_path)
-        predict = proposals.own_predict(self.model)
-        if proposer is not None:
+        predict, self.proposals = proposals.own_predict(self.model), "own"
+        if proposer is not None and val_proposals is not None and val_proposals.cache is not None:
+            lookup = CacheLookup(val_proposals.cache)
+            predict, self.proposals = (
+                proposals.cached_predict(self.model, lookup, first_stage_only=False),
+                "cached",
+            )
+        elif proposer is not None:
             predict = proposals.frozen_proposer_predict(self.model, load_for_eval(*proposer)[1])
+            self.proposals = "proposer"
         self.detector, self.label_map = detector, self.configs["eval_input_configs"][0].label_map_path
         dataset = builder.eval_dataset(self.configs, self.model)
         self.dataset = dataset.take(max_images) if max_images else dataset
@@ -144,6 +168,7 @@ class Evaluator:
             metrics["mAP"] = float(coco_metrics["DetectionBoxes_Precision/mAP"])
             metrics["mAP@0.5"] = float(coco_metrics["DetectionBoxes_Precision/mAP@.50IOU"])
         metrics["eval_images"] = len(recall_inputs)
+        metrics["eval_proposals"] = self.proposals  # own RPN, a live frozen proposer, or cached
         return metrics
 
 

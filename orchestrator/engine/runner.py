@@ -10,7 +10,8 @@ Call order inside :func:`train_stage` (like detectron2's ``HookBase`` docstring)
 4. build the frozen proposer, if the spec names one; where :mod:`stages.cache` allows it, run
    the frozen parts (that proposer, or the stage's own frozen shared convs and RPN) once over
    the training images (:mod:`orchestrator.engine.cache`), so the stage trains on their cached
-   outputs (a cached proposer is dropped: training never calls it);
+   outputs (a cached proposer is dropped: training never calls it; it first computes the val
+   proposals the stage's evaluation replays, so evaluation needs no proposer either);
 5. loop: the inner step (:mod:`orchestrator.engine.step`), summaries every ``log_every`` steps,
    a checkpoint every ``checkpoint_every`` steps and at the end; a non-finite loss stops the
    stage and keeps the last good checkpoint; SIGINT/SIGTERM (:mod:`orchestrator.engine.interrupts`)
@@ -40,10 +41,11 @@ from orchestrator.engine import cache_keys, cache_store, interrupts
 from orchestrator.engine.anytime import AnytimeCurve, Evaluate
 from orchestrator.engine.cache_store import CacheContext, cache_key
 from orchestrator.engine.distribute import LOST, Worker, lost_contact
-from orchestrator.engine.evaluate import EvaluationStopped
+from orchestrator.engine.evaluate import EvaluationStopped, ValProposals
 from orchestrator.engine.step import make_train_step
 from orchestrator.layout import StageFiles, write_json
 from orchestrator.odapi import builder, proposals, restore
+from orchestrator.odapi.proposals import EVAL_PROPOSALS
 from stages.cache import CacheDecision
 from stages.errors import UserError
 from stages.groups import resolve_groups
@@ -84,6 +86,7 @@ class StageRun:
     resume_key: str = ""  # multi-worker: where the chief publishes the checkpoint all resume from
     cache: CacheDecision | None = None  # stages 2-4: train on frozen parts' cached outputs
     cache_context: CacheContext | None = None  # where caches live; what every cache key includes
+    val_proposals: ValProposals | None = None  # a proposer stage's: filled with its training cache
 
     @property
     def files(self) -> StageFiles:
@@ -391,6 +394,21 @@ def _frozen_inputs(run: StageRun, model, configs: dict, first, frozen_digest: di
         return *proposer.get(), None, {"cache": {"parts": list(decision.parts), "off": why}}
     cache_lib.log_summary(run.name, cached)
     extra = {"cache": cached.summary() | {"kept": settings.keep, "approximate": list(decision.approximate)}}
+    if run.proposer is not None and run.val_proposals is not None:
+        val_key = cache_key(
+            run.cache_context, digest, configs, (), (False,), False, val_proposals=EVAL_PROPOSALS
+        )
+        val = cache_lib.build_val_proposals(
+            run.name,
+            lambda: proposer.get()[0],
+            model,
+            configs,
+            run.cache_context.root / f"{run.name}-{val_key}",
+        )
+        run.val_proposals.cache = val
+        extra["cache"]["val_proposals"] = {
+            k: val.summary()[k] for k in ("directory", "reused", "entries", "bytes")
+        }
     if proposer.audit is not None:
         extra["proposer_audit"] = proposer.audit.check()
     return None, None, cache_lib.CacheLookup(cached), extra  # the lookup holds the only copy
@@ -422,10 +440,13 @@ class _FrozenProposer:
 
 
 def _release_cache(run: StageRun, extra: dict) -> None:
-    """A finished stage's cache is deleted unless ``cache.keep`` (an interrupted one stays for resume)."""
-    directory = extra.get("cache", {}).get("directory")
-    if directory and not run.cache.settings.keep:
-        shutil.rmtree(directory, ignore_errors=True)
+    """A finished stage's caches are deleted unless ``cache.keep`` (an interrupted one's stay for
+    resume); its val proposals stay in memory for its final evaluation."""
+    cache = extra.get("cache", {})
+    directories = [cache.get("directory"), cache.get("val_proposals", {}).get("directory")]
+    if cache.get("directory") and not run.cache.settings.keep:
+        for directory in filter(None, directories):
+            shutil.rmtree(directory, ignore_errors=True)
         log.info("%s: removed its cache (cache.keep=true keeps it for later runs)", run.name)
 
 

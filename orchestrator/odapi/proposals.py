@@ -20,11 +20,13 @@ without editing the package, all in this one module:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 
 PredictFn = Callable[[tf.Tensor, tf.Tensor], dict]
+EVAL_PROPOSALS = 300  # RPN proposals kept per image at evaluation, as the paper tests
 
 
 @contextlib.contextmanager
@@ -44,6 +46,16 @@ def swapped(obj, attr: str, value) -> Iterator[None]:
             setattr(obj, attr, old)
         else:
             delattr(obj, attr)
+
+
+def keeping(model, count: int):
+    """``model``'s first-stage NMS keeping ``count`` proposals (a context, at trace time).
+
+    The OD API builds that NMS as a ``functools.partial`` whose sizes come from
+    ``first_stage_max_proposals``; its thresholds stay as configured.
+    """
+    nms = functools.partial(model._first_stage_nms_fn, max_size_per_class=count, max_total_size=count)
+    return swapped(model, "_first_stage_nms_fn", nms)
 
 
 def own_predict(model) -> PredictFn:
@@ -79,6 +91,14 @@ def proposer_first_stage(proposer, images: tf.Tensor) -> dict:
         "rpn_objectness_predictions_with_background": out["rpn_objectness_predictions_with_background"],
         "anchors": out["anchors"],
     }
+
+
+def inference_first_stage(model, images: tf.Tensor) -> dict:
+    """``model``'s first stage as an inference model computes it, whatever it was built for:
+    anchors clipped to the image (training removes those that cross its border instead, so a
+    training model proposes from other anchors)."""
+    with swapped(model, "_is_training", False):
+        return model._predict_first_stage(images)
 
 
 def frozen_proposer_predict(detector, proposer) -> PredictFn:

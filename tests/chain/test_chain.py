@@ -132,9 +132,10 @@ def test_kill_9_mid_stage_then_rerun_trains_every_stage_once(tmp_path, cache_dir
     assert (stage_dir(run_dir, "s1_rpn") / "DONE").stat().st_mtime_ns == s1_done  # not retrained
     metrics = json.loads((s2 / "metrics.json").read_text())
     assert metrics["resumed_from_step"] >= 10 and metrics["steps"] == 60 and metrics["frozen_audit"]["passed"]
-    # Its proposals cache was complete before the kill (built before step 1): reused, so no
-    # proposer network was built (none to audit), then removed.
+    # Its proposals cache and val proposals were complete before the kill (built before step 1):
+    # reused, so no proposer network was built, for training or evaluation (none to audit).
     assert metrics["cache"]["reused"] and not Path(metrics["cache"]["directory"]).exists()
+    assert metrics["cache"]["val_proposals"]["reused"] and metrics["eval"]["eval_proposals"] == "cached"
     assert "proposer_audit" not in metrics
     assert not json.loads((stage_dir(run_dir, "s3_rpn_shared") / "metrics.json").read_text())["cache"][
         "reused"

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from orchestrator.engine import cache as cache_lib
-from orchestrator.engine import cache_keys, cache_store
+from orchestrator.engine import cache_keys, cache_store, evaluate
 from orchestrator.engine.runner import Proposer, build_frozen_proposer
 from orchestrator.engine.step import compute_losses
 from orchestrator.layout import StageFiles
@@ -240,6 +240,42 @@ def test_force_gives_each_image_the_entry_of_its_record_and_in_step_flip(alterna
     assert flips == {0, 1}
 
 
+def test_stage_two_evaluates_on_its_cached_val_proposals_as_on_its_live_proposer(
+    stage_two, alternating_run, tmp_path
+):
+    run_dir, _ = alternating_run
+    s1, s2 = _stage(run_dir, "s1_rpn"), _stage(run_dir, "s2_fast_rcnn")
+    detector, proposer, _, _ = stage_two
+    configs = builder.load_configs(s2.pipeline)
+    val = cache_lib.build_val_proposals("s2_fast_rcnn", lambda: proposer, detector, configs, tmp_path / "val")
+    images = len(list(tf.data.TFRecordDataset(cache_keys.record_files(configs["eval_input_configs"][0]))))
+    assert len(np.unique(val.keys)) == images and val.arrays["proposals/boxes"].shape == (images, 300, 4)
+    assert val.place == "memory" and not val.reused
+    checkpoint = str(s2.directory / s2.read_done().checkpoint)
+    live_proposer = (s2.proposer, str(s1.directory / s1.read_done().checkpoint))
+    live = evaluate.Evaluator(s2.pipeline, detector=True, proposer=live_proposer)
+    cached = evaluate.Evaluator(
+        s2.pipeline, detector=True, proposer=live_proposer, val_proposals=evaluate.ValProposals(val)
+    )
+    for evaluator in (live, cached):
+        tf.train.Checkpoint(model=evaluator.model).restore(checkpoint).expect_partial()
+    for features, _ in live.dataset:  # every val image: same proposals, same detections
+        args = (features[fields.InputDataFields.image], features[fields.InputDataFields.true_image_shape])
+        (want_boxes, want_n, want), (got_boxes, got_n, got) = live._infer(*args), cached._infer(*args)
+        assert int(got_n[0]) == int(want_n[0]) > 0
+        np.testing.assert_allclose(got_boxes.numpy(), want_boxes.numpy(), atol=1e-5)
+        for key in ("detection_boxes", "detection_scores", "num_detections"):
+            np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-4, atol=1e-5, err_msg=key)
+    metrics = cached(checkpoint)
+    assert metrics["eval_proposals"] == "cached" and live(checkpoint)["eval_proposals"] == "proposer"
+    reused = cache_lib.build_val_proposals("s2_fast_rcnn", _no_proposer, detector, configs, tmp_path / "val")
+    assert reused.reused and np.array_equal(reused.arrays["proposals/boxes"], val.arrays["proposals/boxes"])
+
+
+def _no_proposer():
+    raise AssertionError("a complete val cache is reused without building a proposer")
+
+
 def _rebuild(stage_two, run_dir, budget, directory):
     """Stage 2's proposals cache built (or reused) in ``directory`` under ``budget``."""
     detector, proposer, _, _ = stage_two
@@ -266,6 +302,9 @@ def test_the_chains_frozen_stages_trained_on_their_caches(alternating_run, name,
     assert metrics["cache"]["entries"] == 2 * _train_images(run_dir)
     assert metrics["frozen_audit"]["passed"]
     assert ("proposer_audit" in metrics) == (name == "s2_fast_rcnn")  # built its cache: audited
+    if name == "s2_fast_rcnn":  # its evaluation replayed the val proposals built with its cache
+        assert metrics["eval"]["eval_proposals"] == "cached"
+        assert not Path(metrics["cache"]["val_proposals"]["directory"]).exists()
     assert metrics.get("proposer_audit", {"passed": True})["passed"]
     assert metrics["train_cpu_seconds"] >= metrics["cache"]["build_cpu_seconds"] > 0
 

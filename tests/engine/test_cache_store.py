@@ -90,6 +90,7 @@ def test_the_key_changes_with_what_a_cached_value_depends_on_and_only_that(tmp_p
         "model": pipeline.model,
         "train_input_config": pipeline.train_input_reader,
         "train_config": pipeline.train_config,
+        "eval_input_configs": list(pipeline.eval_input_reader),
     }
     context = CacheContext(tmp_path, data="d1", code="c1")
     base = cache_key(context, {"shared": "w1"}, configs, ("features",), (False, True), False)
@@ -106,6 +107,8 @@ def test_the_key_changes_with_what_a_cached_value_depends_on_and_only_that(tmp_p
         cache_key(context, {"shared": "w1"}, configs, ("features",), (False,), False),
         cache_key(context, {"shared": "w1"}, configs, ("features",), (False, True), True),
         cache_key(context, {"shared": "w1"}, configs, ("features",), (False, True), False, by_record=True),
+        cache_key(context, {"shared": "w1"}, configs, ("features",), (False, True), False, val_proposals=300),
+        cache_key(context, {"shared": "w1"}, configs, ("features",), (False, True), False, val_proposals=100),
     ]
     assert len({base, *changed}) == 1 + len(changed)
     trained_differently = type(pipeline.train_config)()
