@@ -18,9 +18,9 @@ stage from the stage's own ``metrics.json``):
 7. a busy machine: one stage alone and beside a CPU-bound process, in alternation: wall time
    against the training CPU seconds the comparison's time verdicts use (``--only neighbour``
    runs just this and keeps the other figures).
-8. caching: stages 2-4 on cached frozen outputs against live ones, whole alternating chains in
-   fresh processes, in alternation, tiny and a few resnet50 steps (:mod:`bench.caching`; only
-   with ``--only caching``, about 35 minutes).
+8. caching: stages 2-4 on cached frozen outputs (read from memory, and from disk) against live
+   ones, whole alternating chains in fresh processes, in a mirrored order, tiny and a few
+   resnet50 steps (:mod:`bench.caching`; only with ``--only caching``, about 50 minutes).
 9. evidence: the defaults study, read from a sweep directory (:mod:`bench.evidence`; only with
    ``--only evidence --sweep DIR``; the sweep itself takes hours and is run apart).
 

@@ -29,9 +29,18 @@ def test_ratios_and_build_costs_come_from_the_runs():
     assert out["chain_cpu_ratio"] == 0.9 and out["chain_cpu_ratio_without_builds"] == round(147 / 200, 3)
 
 
+def test_chains_read_from_disk_get_their_own_ratio_and_column():
+    runs = [_run("off", 150.0, 0), _run("auto", 75.0, 10.0), _run("disk", 90.0, 10.0), _run("off", 150.0, 0)]
+    out = caching.summary(runs)
+    assert out["stages"]["s4_detector_head"]["disk_ratio"] == 0.6
+    assert out["stages"]["s4_detector_head"]["step_ratio"] == 0.5  # memory chains only
+    text = "\n".join(caching.section({"caching": {"tiny": {"steps_per_stage": 200, "runs": runs}}}))
+    assert "| s4_detector_head | 150.0 | 75.0 | **0.50** | 0.6 | 90.0 | 0.60 |" in text
+
+
 def test_the_section_shows_each_cached_stage_and_the_chain():
     runs = [_run("off", 150.0, 0), _run("auto", 75.0, 10.0)]
     text = "\n".join(caching.section({"caching": {"tiny": {"steps_per_stage": 200, "runs": runs}}}))
-    assert "| s4_detector_head | 150.0 | 75.0 | **0.50** | 0.6 |" in text
+    assert "| s4_detector_head | 150.0 | 75.0 | **0.50** | 0.6 | - | - |" in text
     assert "ratio **0.90** with the builds" in text
     assert "python -m bench --only caching" in "\n".join(caching.section({}))
