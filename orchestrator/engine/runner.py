@@ -328,8 +328,9 @@ def _train_stage(run: StageRun) -> dict:
         train_fn = _TrainFn(strategy, step_fn)
     distribution = _distribution(run, strategy, configs)
     curve = AnytimeCurve(run.files, run.eval_every, run.evaluate, run.step_offset, int(global_step.numpy()))
-    # Building the cache is part of what training this stage cost.
+    # Building the cache is part of what training this stage cost; its val proposals, of evaluating.
     curve.train_cpu += extra.get("cache", {}).get("build_cpu_seconds", 0.0)
+    curve.eval_cpu += extra.get("cache", {}).get("val_proposals", {}).get("build_cpu_seconds", 0.0)
     # Outside the strategy's scope: evaluation builds its own model, which must not become a
     # distributed one (under MultiWorkerMirroredStrategy the chief alone would create it and hang).
     timings = _loop(run, train_fn, data, global_step, lr_fn, manager, _Anytime(curve, model), resume)
@@ -395,23 +396,21 @@ def _frozen_inputs(run: StageRun, model, configs: dict, first, frozen_digest: di
     cache_lib.log_summary(run.name, cached)
     extra = {"cache": cached.summary() | {"kept": settings.keep, "approximate": list(decision.approximate)}}
     if run.proposer is not None and run.val_proposals is not None:
-        val_key = cache_key(
-            run.cache_context, digest, configs, (), (False,), False, val_proposals=EVAL_PROPOSALS
-        )
-        val = cache_lib.build_val_proposals(
-            run.name,
-            lambda: proposer.get()[0],
-            model,
-            configs,
-            run.cache_context.root / f"{run.name}-{val_key}",
-        )
-        run.val_proposals.cache = val
-        extra["cache"]["val_proposals"] = {
-            k: val.summary()[k] for k in ("directory", "reused", "entries", "bytes")
-        }
+        extra["cache"]["val_proposals"] = _val_proposals(run, digest, configs, model, proposer)
     if proposer.audit is not None:
         extra["proposer_audit"] = proposer.audit.check()
     return None, None, cache_lib.CacheLookup(cached), extra  # the lookup holds the only copy
+
+
+def _val_proposals(run: StageRun, digest: dict, configs: dict, model, proposer: _FrozenProposer) -> dict:
+    """Fill ``run.val_proposals`` for the stage's evaluator: built by the proposer that built the
+    training cache (or by one built now, if only the training cache was complete), or reused."""
+    key = cache_key(run.cache_context, digest, configs, (), (False,), False, val_proposals=EVAL_PROPOSALS)
+    directory = run.cache_context.root / f"{run.name}-{key}"
+    val = cache_lib.build_val_proposals(run.name, lambda: proposer.get()[0], model, configs, directory)
+    run.val_proposals.cache = val
+    summary = val.summary()
+    return {k: summary[k] for k in ("directory", "reused", "entries", "bytes", "build_cpu_seconds")}
 
 
 def _producer_digest(run: StageRun, frozen_digest: dict) -> dict:
