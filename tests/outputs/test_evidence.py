@@ -83,3 +83,13 @@ def test_datasets_are_analysed_apart_and_unfinished_jobs_are_ignored():
     assert out["data=shapes"]["alternating"]["best"] == "budget=paper"
     assert out["data=glyphs"]["alternating"]["best"] == "budget=equal"
     assert out["data=glyphs"]["alternating"]["candidates"][1]["seeds"] == ["0", "1", "2"]
+
+
+def test_a_stage_s_own_learning_rate_is_an_alternating_candidate_of_its_own():
+    late = job(0, "shapes", "equal", "null", 0.9, 0.9)
+    late["overrides"].append("stages.s1_rpn.lr=0.04")
+    alt = evidence.analyse([*sweep(0.0, 0.0), late], DEFAULTS)["contexts"]["data=shapes"]["alternating"]
+    settings = {c["setting"]: c for c in alt["candidates"]}
+    assert settings["budget=equal stages.s1_rpn.lr=0.04"]["seeds"] == ["0"]
+    assert settings["budget=equal"]["mAP@0.5"]["n"] == 3  # the default's seed 0 is not replaced
+    assert not settings["budget=equal stages.s1_rpn.lr=0.04"]["default"]
