@@ -237,14 +237,10 @@ def _write_val_proposals(stage: str, proposer, model, configs: dict, directory: 
     @tf.function(reduce_retracing=True)
     def compute(images, true_shapes):
         tf.keras.backend.set_learning_phase(False)  # as evaluation (frozen BatchNorm is pinned anyway)
-        rpn = proposals.inference_first_stage(proposer, images)
-        with proposals.keeping(proposer, proposals.EVAL_PROPOSALS):
-            boxes, scores, num = proposals.first_stage_nms(proposer, rpn, images, true_shapes)
-        return cache_keys.image_keys(images), {
-            "proposals/boxes": boxes,
-            "proposals/scores": scores,
-            "proposals/num": num,
-        }
+        with proposals.as_inference(proposer), proposals.keeping(proposer, proposals.EVAL_PROPOSALS):
+            return cache_keys.image_keys(images), producer_outputs(proposer, (PROPOSALS,))(
+                images, true_shapes
+            )
 
     writer = cache_store.Writer(directory, _records(configs["eval_input_configs"][0]), float16=False)
     try:

@@ -58,6 +58,14 @@ def keeping(model, count: int):
     return swapped(model, "_first_stage_nms_fn", nms)
 
 
+def as_inference(model):
+    """``model``'s first stage as an inference model runs it, whatever it was built for (a
+    context, at trace time): anchors clipped to the image (training removes those that cross
+    its border instead, so a training model proposes from other anchors) and no minibatch
+    sampling after the NMS."""
+    return swapped(model, "_is_training", False)
+
+
 def own_predict(model) -> PredictFn:
     return lambda images, true_shapes: model.predict(images, true_shapes)
 
@@ -91,14 +99,6 @@ def proposer_first_stage(proposer, images: tf.Tensor) -> dict:
         "rpn_objectness_predictions_with_background": out["rpn_objectness_predictions_with_background"],
         "anchors": out["anchors"],
     }
-
-
-def inference_first_stage(model, images: tf.Tensor) -> dict:
-    """``model``'s first stage as an inference model computes it, whatever it was built for:
-    anchors clipped to the image (training removes those that cross its border instead, so a
-    training model proposes from other anchors)."""
-    with swapped(model, "_is_training", False):
-        return model._predict_first_stage(images)
 
 
 def frozen_proposer_predict(detector, proposer) -> PredictFn:

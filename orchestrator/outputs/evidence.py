@@ -25,11 +25,11 @@ from orchestrator.outputs.study import (
     paired_differences,
     summarize,
 )
+from stages.spec import ALTERNATING_STAGES
 
 METRIC = "mAP@0.5"
 REPORTED = ("mAP@0.5", "mAP", "train_cpu_seconds")
 # Which override keys change which method's stages (the rest, e.g. data, is the context).
-ALTERNATING_STAGES = ("s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head")
 STAGE_KEYS = ("lr", "lr_schedule", "warmup_steps", "steps")  # a stage's own schedule overrides
 METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "alternating": ("budget", "budget.split", "budget.total", "steps", "train.lr",
