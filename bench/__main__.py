@@ -22,7 +22,7 @@ stage from the stage's own ``metrics.json``):
    ones, whole alternating chains in fresh processes, in a mirrored order, tiny and a few
    resnet50 steps (:mod:`bench.caching`; only with ``--only caching``, about 50 minutes).
 9. evidence: the defaults study, read from a sweep directory (:mod:`bench.evidence`; only with
-   ``--only evidence --sweep DIR``; the sweep itself takes hours and is run apart).
+   ``--only evidence --sweep DIR [DIR ...]``; the sweep itself takes hours and is run apart).
 
 The whole run uses 500 steps a stage (the default config has 1000) so that the command stays
 under 20 minutes on 2 CPU cores. ``--resnet50-stages`` adds a few-step resnet50 run (about five
@@ -222,7 +222,12 @@ def main() -> None:
         default=str(ROOT / ".venv-current" / "bin" / "python"),
         help="the other stack's interpreter for --only stacks (made by FRCNN_ALT_VENV=.venv-current scripts/setup.sh)",
     )
-    parser.add_argument("--sweep", type=Path, help="the study's sweep directory, for --only evidence")
+    parser.add_argument(
+        "--sweep",
+        type=Path,
+        nargs="+",
+        help="the study's sweep directories (one or more), for --only evidence",
+    )
     args = parser.parse_args()
     if args.only == "evidence" and not args.sweep:
         parser.error("--only evidence needs --sweep DIR (the hydra.sweep.dir of the defaults study)")
@@ -249,7 +254,7 @@ def main() -> None:
         if args.only == "neighbour":
             kept["neighbour"] = neighbour(tmp, env, quick)
         elif args.only == "evidence":
-            kept["evidence"] = evidence.collect(args.sweep.resolve())
+            kept["evidence"] = evidence.collect([d.resolve() for d in args.sweep])
         elif args.only == "latency":
             kept["latency"] = {
                 m: case("latency", env, pipeline=plan_pipeline(tmp, env, m), images=10 if quick else 50)

@@ -18,16 +18,25 @@ composes to, and renders the BENCHMARKS.md section. A partial sweep gives a part
 from __future__ import annotations
 
 import time
+from enum import Enum
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from orchestrator.outputs import evidence, study
 from orchestrator.outputs.study import fmt, fmt_mean_ci
 
 
 def defaults() -> dict[str, str]:
-    """The settings a plain ``stage=all`` uses, spelt as the sweep's overrides."""
+    """The settings a plain ``stage=all`` uses, spelt as the sweep's overrides would spell them.
+
+    Every key a candidate can set (:data:`orchestrator.outputs.evidence.METHOD_KEYS`), so that a
+    study that spells each candidate out in full (``stages.s1_rpn.lr=0.02,0.04``) keeps its labels
+    whichever of them ``conf/`` makes the default.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
 
     from orchestrator.resources import CONF_DIR
     from stages.spec import register_configs
@@ -36,8 +45,19 @@ def defaults() -> dict[str, str]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config")
-    lr = cfg.stages.end_to_end.lr
-    return {"budget": str(cfg.budget.name), "stages.end_to_end.lr": "null" if lr is None else str(lr)}
+    keys = dict.fromkeys(k for method in evidence.METHOD_KEYS.values() for k in method)
+    return {key: _spelt(cfg.budget.name if key == "budget" else OmegaConf.select(cfg, key)) for key in keys}
+
+
+def _spelt(value: object) -> str:
+    """A config value as a command-line override spells it: null, 0.02, cosine, [1,1,1,1]."""
+    if value is None:
+        return "null"
+    if isinstance(value, Enum):
+        return value.name
+    if OmegaConf.is_list(value) or isinstance(value, list):  # budget.split: [1,3,1,1], not [1.0,...]
+        return "[" + ",".join(_spelt(int(v) if float(v).is_integer() else v) for v in value) + "]"
+    return str(value)
 
 
 def spanned(jobs: list[dict]) -> str:
@@ -56,16 +76,21 @@ def spanned(jobs: list[dict]) -> str:
     return " ".join(f"{key}={','.join(vals)}" for key, vals in values.items())
 
 
-def collect(sweep_dir: Path) -> dict:
-    """The evidence of one sweep directory, with the settings its jobs span and when they ran."""
-    dirs = study.job_dirs(sweep_dir)
-    jobs = [study.read_job(d) for d in dirs]
-    finished = [d / "job_status.json" for d in dirs if (d / "job_status.json").exists()]
-    stamps = {time.strftime("%Y-%m-%d", time.gmtime(p.stat().st_mtime)) for p in finished}
+def collect(sweep_dirs: list[Path]) -> dict:
+    """The evidence of one or more sweep directories (one per dataset, say, run side by side), with
+    the settings each one's jobs span and when they ran."""
+    jobs, commands, stamps = [], [], set()
+    for sweep_dir in sweep_dirs:
+        dirs = study.job_dirs(sweep_dir)
+        found = [study.read_job(d) for d in dirs]
+        jobs += found
+        commands.append("python -m orchestrator -m " + spanned(found))
+        finished = [d / "job_status.json" for d in dirs if (d / "job_status.json").exists()]
+        stamps |= {time.strftime("%Y-%m-%d", time.gmtime(p.stat().st_mtime)) for p in finished}
     settings = defaults()
     return {
-        "sweep": str(sweep_dir),
-        "command": "python -m orchestrator -m " + spanned(jobs),
+        "sweeps": [str(d) for d in sweep_dirs],
+        "commands": commands,
         "jobs": {"used": sum(j["state"] == "used" for j in jobs), "all": len(jobs)},
         "dates": sorted(stamps),
         "defaults": settings,
@@ -109,7 +134,7 @@ def section(results: dict) -> list[str]:
     lines = [
         "## Defaults on evidence: each method's candidates at the default total budget",
         "",
-        f"`{ev['command']}` ({ev['jobs']['used']} of {ev['jobs']['all']} jobs finished; "
+        f"{' and '.join(f'`{c}`' for c in ev['commands'])} ({ev['jobs']['used']} of {ev['jobs']['all']} jobs finished; "
         f"{m['cores']} cores, TensorFlow {m['tensorflow']}, {', '.join(ev['dates'])}). mAP@0.5 and mAP: mean "
         f"[{pct} interval, Student t] over seeds; CPU: the method's training CPU seconds (mean). Each "
         "method's candidates change its own stages only, so a (candidate, seed) counts once.",

@@ -34,8 +34,7 @@ STAGE_KEYS = ("lr", "lr_schedule", "warmup_steps", "steps")  # a stage's own sch
 METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "alternating": ("budget", "budget.split", "budget.total", "steps", "train.lr",
                     *(f"stages.{stage}.{key}" for stage in ALTERNATING_STAGES for key in STAGE_KEYS)),
-    "end_to_end": ("stages.end_to_end.lr", "stages.end_to_end.warmup_steps", "stages.end_to_end.lr_schedule",
-                   "budget.total", "steps", "train.lr"),
+    "end_to_end": (*(f"stages.end_to_end.{key}" for key in STAGE_KEYS), "budget.total", "steps", "train.lr"),
 }  # fmt: skip
 CONTEXT_KEYS = ("data", "model")
 
@@ -52,9 +51,22 @@ def setting(overrides: Sequence[str], keys: Sequence[str]) -> tuple[str, ...]:
     return tuple(f"{k}={v}" for k in keys if (v := _value(overrides, k)) is not None)
 
 
+def resolved(settings: dict[str, str], fallback: dict[str, str]) -> dict[str, str]:
+    """``stages.<s>.lr=null`` means ``train.lr``: spelt as the rate it resolves to (the candidate's own
+    ``train.lr``, else ``fallback``'s), so ``stages.end_to_end.lr=0.02`` and ``=null`` at
+    ``train.lr=0.02`` are the same candidate."""
+    lr = settings.get("train.lr", fallback.get("train.lr", "null"))
+    return {
+        k: lr if v == "null" and k.startswith("stages.") and k.endswith(".lr") else v
+        for k, v in settings.items()
+    }
+
+
 def is_default(candidate: Sequence[str], defaults: dict[str, str]) -> bool:
     """A candidate with only default values (``budget=equal``, ``...lr=null``) is the default."""
-    return all(defaults.get(o.split("=", 1)[0]) == o.split("=", 1)[1] for o in candidate)
+    spelt = resolved(dict(o.split("=", 1) for o in candidate), defaults)
+    wanted = resolved(defaults, defaults)
+    return all(wanted.get(k) == v for k, v in spelt.items())
 
 
 def per_seed(jobs: list[dict], method: str) -> dict[tuple, dict[tuple, dict[str, dict]]]:

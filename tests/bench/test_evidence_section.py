@@ -17,6 +17,7 @@ MACHINE = {"cores": 2, "tensorflow": "2.15.1"}
 def write_sweep(root: Path, jobs: list[dict], names: list[str] | None = None) -> Path:
     # the last -m command's, as Hydra leaves it: a later candidate's sweep rewrote it
     task = ["stage=all", "seed=0", "data=shapes", "budget=late"]
+    root.mkdir(parents=True, exist_ok=True)
     (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
     for number, job in enumerate(jobs):
         d = root / (names[number] if names else str(number))
@@ -30,9 +31,11 @@ def write_sweep(root: Path, jobs: list[dict], names: list[str] | None = None) ->
 
 
 def test_a_sweep_on_disk_becomes_a_table_per_dataset_and_a_verdict_per_method(tmp_path):
-    results = {"machine": MACHINE, "evidence": evidence.collect(write_sweep(tmp_path, sweep(0.05, -0.1)))}
+    results = {"machine": MACHINE, "evidence": evidence.collect([write_sweep(tmp_path, sweep(0.05, -0.1))])}
     assert results["evidence"]["jobs"] == {"used": 11, "all": 12}
-    assert results["evidence"]["defaults"] == {"budget": "equal", "stages.end_to_end.lr": "null"}
+    assert {"budget": "equal", "stages.end_to_end.lr": "null"}.items() <= results["evidence"][
+        "defaults"
+    ].items()
     text = "\n".join(evidence.section(results))
     assert "`python -m orchestrator -m stage=all seed=0,1,2 data=shapes budget=equal,paper" in text
     assert "| alternating | budget=equal (default) | 3 | 0.803 [" in text
@@ -44,13 +47,32 @@ def test_a_later_candidate_in_its_own_subdirs_joins_the_table_and_the_command(tm
     jobs = sweep(0.05, -0.1)
     late = [test_evidence.job(seed, "shapes", "late", "null", 0.7, 0.9) for seed in (0, 1)] + [jobs[-1]]
     names = [str(n) for n in range(len(jobs) - 1)] + ["late-seed0-shapes", "late-seed1-shapes", "running"]
-    ev = evidence.collect(write_sweep(tmp_path, jobs[:-1] + late, names))
+    ev = evidence.collect([write_sweep(tmp_path, jobs[:-1] + late, names)])
     assert ev["jobs"] == {"used": 13, "all": 14}
-    assert ev["command"].startswith(
+    assert ev["commands"][0].startswith(
         "python -m orchestrator -m stage=all seed=0,1,2 data=shapes budget=equal,paper,late"
     )
     late_row = ev["contexts"]["data=shapes"]["alternating"]["candidates"][1]
     assert late_row["setting"] == "budget=late" and late_row["seeds"] == ["0", "1"]
+
+
+def test_sweeps_side_by_side_make_one_table_per_dataset_and_a_command_each(tmp_path):
+    shapes = write_sweep(tmp_path / "shapes", sweep(0.05, -0.1))
+    glyphs = write_sweep(tmp_path / "glyphs", sweep(0.0, 0.1, data="glyphs"))
+    results = {"machine": MACHINE, "evidence": evidence.collect([shapes, glyphs])}
+    ev = results["evidence"]
+    assert ev["jobs"] == {"used": 22, "all": 24}
+    assert set(ev["contexts"]) == {"data=shapes", "data=glyphs"}
+    assert [c.split("data=")[1].split()[0] for c in ev["commands"]] == ["shapes", "glyphs"]
+    text = "\n".join(evidence.section(results))
+    assert "data=shapes" in text and "` and `python -m orchestrator -m" in text
+
+
+def test_every_candidate_key_has_its_default_spelt_as_an_override_would():
+    spelt = evidence.defaults()
+    assert spelt["budget"] == "equal" and spelt["budget.split"] == "[1,1,1,1]"
+    assert spelt["stages.s2_fast_rcnn.lr_schedule"] == "cosine" and spelt["budget.total"] == "null"
+    assert float(spelt["train.lr"]) > 0 and set(evidence.evidence.METHOD_KEYS["end_to_end"]) <= set(spelt)
 
 
 def test_without_a_study_the_section_says_how_to_make_one():

@@ -93,3 +93,26 @@ def test_a_stage_s_own_learning_rate_is_an_alternating_candidate_of_its_own():
     assert settings["budget=equal stages.s1_rpn.lr=0.04"]["seeds"] == ["0"]
     assert settings["budget=equal"]["mAP@0.5"]["n"] == 3  # the default's seed 0 is not replaced
     assert not settings["budget=equal stages.s1_rpn.lr=0.04"]["default"]
+
+
+def test_a_stage_rate_spelt_out_is_the_same_candidate_as_null_at_that_train_lr():
+    defaults = {
+        "budget": "equal",
+        "train.lr": "0.02",
+        "stages.end_to_end.lr": "null",
+        "stages.s1_rpn.lr": "0.04",
+    }
+    assert evidence.is_default(("stages.end_to_end.lr=0.02",), defaults)
+    assert evidence.is_default(("stages.end_to_end.lr=null", "train.lr=0.02"), defaults)
+    assert not evidence.is_default(("stages.end_to_end.lr=null", "train.lr=0.04"), defaults)
+    assert evidence.is_default(("budget=equal", "stages.s1_rpn.lr=0.04"), defaults)
+    assert not evidence.is_default(("budget=equal", "stages.s1_rpn.lr=0.02"), defaults)
+
+
+def test_end_to_end_s_own_steps_make_an_end_to_end_candidate():
+    late = job(0, "shapes", "equal", "null", 0.9, 0.95)
+    late["overrides"].append("stages.end_to_end.steps=8000")
+    e2e = evidence.analyse([*sweep(0.0, 0.0), late], DEFAULTS)["contexts"]["data=shapes"]["end_to_end"]
+    settings = {c["setting"]: c for c in e2e["candidates"]}
+    assert settings["stages.end_to_end.lr=null stages.end_to_end.steps=8000"]["seeds"] == ["0"]
+    assert settings["stages.end_to_end.lr=null"]["mAP@0.5"]["n"] == 3
