@@ -98,13 +98,21 @@ def collect(sweep_dirs: list[Path]) -> dict:
     }
 
 
-def _row(method: str, c: dict) -> str:
+def _row(method: str, c: dict, shared: set[str]) -> str:
     mark = " (default)" if c["default"] else ""
+    shown = " ".join(o for o in c["setting"].split() if o not in shared) or "(as below)"
+    by_seed = " / ".join(fmt(v) for v in c["by_seed"].values())
     cpu = c["train_cpu_seconds"]["mean"]
     return (
-        f"| {method} | {c['setting']}{mark} | {len(c['seeds'])} | {fmt_mean_ci(c['mAP@0.5'])} | "
+        f"| {method} | {shown}{mark} | {len(c['seeds'])} | {fmt_mean_ci(c['mAP@0.5'])} | {by_seed} | "
         f"{fmt_mean_ci(c['mAP'])} | {fmt(cpu, 0)} |"
     )
+
+
+def _shared(m: dict) -> set[str]:
+    """The overrides every candidate of a method sets alike: said once under the table."""
+    settings = [set(c["setting"].split()) for c in m["candidates"]]
+    return set.intersection(*settings) if len(settings) > 1 else set()
 
 
 def _verdict(method: str, m: dict) -> str:
@@ -144,9 +152,12 @@ def section(results: dict) -> list[str]:
         lines += [
             f"### {context}",
             "",
-            f"| method | setting | seeds | mAP@0.5 [{pct}] | mAP [{pct}] | CPU s |",
+            f"| method | setting | seeds | mAP@0.5 [{pct}] | mAP@0.5 by seed | mAP [{pct}] | CPU s |",
         ]
-        lines.append("|---|---|---|---|---|---|")
-        lines += [_row(name, c) for name, mm in methods.items() for c in mm["candidates"]]
+        lines.append("|---|---|---|---|---|---|---|")
+        lines += [_row(name, c, _shared(mm)) for name, mm in methods.items() for c in mm["candidates"]]
+        common = [f"{name}: {' '.join(sorted(_shared(mm)))}" for name, mm in methods.items() if _shared(mm)]
+        if common:
+            lines += ["", "Every row of a method also sets " + "; ".join(common) + "."]
         lines += ["", *(_verdict(name, mm) for name, mm in methods.items()), ""]
     return lines

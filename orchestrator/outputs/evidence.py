@@ -97,6 +97,7 @@ def compare_candidates(
             "setting": " ".join(c) or "(default)",
             "default": is_default(c, defaults),
             "seeds": sorted(runs),
+            "by_seed": {seed: runs[seed].get(METRIC) for seed in sorted(runs)},
             **{k: _stats(runs, k, confidence) for k in REPORTED},
         }
         for c, runs in sorted(candidates.items())

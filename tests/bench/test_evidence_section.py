@@ -77,3 +77,15 @@ def test_every_candidate_key_has_its_default_spelt_as_an_override_would():
 
 def test_without_a_study_the_section_says_how_to_make_one():
     assert "--only evidence --sweep DIR" in evidence.section({"machine": MACHINE})[0]
+
+
+def test_overrides_every_candidate_sets_alike_are_said_once_and_each_seed_is_shown(tmp_path):
+    jobs = sweep(0.05, -0.1)
+    for job in jobs:
+        job["overrides"].append("train.lr=0.02")
+    text = "\n".join(
+        evidence.section({"machine": MACHINE, "evidence": evidence.collect([write_sweep(tmp_path, jobs)])})
+    )
+    assert "| alternating | budget=equal (default) | 3 | 0.803 [" in text
+    assert "| 0.800 / 0.830 / 0.780 |" in text  # seeds 0, 1, 2 of budget=equal
+    assert "Every row of a method also sets alternating: train.lr=0.02; end_to_end: train.lr=0.02." in text
