@@ -520,11 +520,21 @@ def validate_config(cfg: Config) -> None:
     validate_stage("end_to_end", cfg.stages.end_to_end, ())
 
 
+def times(factor: float, value: float | None) -> float | None:
+    """``${frcnn_alt_times:2,${train.lr}}``: a rate that follows ``train.lr`` at a fixed ratio
+    (end_to_end's default), so a sweep over ``train.lr`` still moves both methods."""
+    return None if value is None else float(factor) * float(value)
+
+
 def register_configs() -> None:
-    """Put the schema into Hydra's ConfigStore as ``config_schema`` (idempotent)."""
+    """Put the schema into Hydra's ConfigStore as ``config_schema``, and the ``frcnn_alt_times``
+    resolver the stage files use (idempotent)."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="config_schema", node=Config)
+    if not OmegaConf.has_resolver("frcnn_alt_times"):
+        OmegaConf.register_new_resolver("frcnn_alt_times", times)
 
 
 def to_object(cfg: Any) -> Config:

@@ -114,3 +114,14 @@ def test_plan_table_shows_each_stage_schedule(compose_config):
                                          "stages.s4_detector_head.lr_schedule=constant"])  # fmt: skip
     row = next(line for line in plan_table(list(plans.values())).splitlines() if line.startswith("| s4_"))
     assert row.split("|")[-2].strip() == "0.005 constant, warmup 50"
+
+
+def test_end_to_end_s_rate_is_twice_train_lr_unless_it_sets_its_own(compose_config):
+    _, plans = plans_of(compose_config, [])
+    assert [p.lr for p in plans.values()] == pytest.approx([0.02, 0.02, 0.02, 0.02, 0.04])
+    _, lower = plans_of(compose_config, ["train.lr=0.005"])  # a train.lr sweep moves both methods
+    assert [p.lr for p in lower.values()] == pytest.approx([0.005] * 4 + [0.01])
+    _, own = plans_of(compose_config, ["stages.end_to_end.lr=0.03"])
+    assert own["end_to_end"].lr == pytest.approx(0.03) and own["s1_rpn"].lr == pytest.approx(0.02)
+    _, null = plans_of(compose_config, ["stages.end_to_end.lr=null"])  # null: train.lr, as any stage
+    assert null["end_to_end"].lr == pytest.approx(0.02)
