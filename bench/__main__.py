@@ -255,6 +255,8 @@ def main() -> None:
             kept["neighbour"] = neighbour(tmp, env, quick)
         elif args.only == "evidence":
             kept["evidence"] = evidence.collect([d.resolve() for d in args.sweep])
+            (Path(args.out) / evidence.PLOT).parent.mkdir(parents=True, exist_ok=True)
+            evidence.plot(kept["evidence"], Path(args.out) / evidence.PLOT)
         elif args.only == "latency":
             kept["latency"] = {
                 m: case("latency", env, pipeline=plan_pipeline(tmp, env, m), images=10 if quick else 50)

@@ -130,6 +130,45 @@ def _verdict(method: str, m: dict) -> str:
     )
 
 
+PLOT = "docs/defaults_evidence.png"  # relative to the repository root, linked from BENCHMARKS.md
+
+
+def plot(ev: dict, path: Path) -> None:
+    """One panel per dataset: each candidate's mean mAP@0.5 with its 95% interval and its seeds
+    as dots, the defaults in bold; end_to_end in orange, alternating in blue as in the reports."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    contexts = list(ev["contexts"].items())
+    fig, axes = plt.subplots(1, len(contexts), figsize=(6.5 * len(contexts), 3.2), squeeze=False)
+    for ax, (context, methods) in zip(axes[0], contexts, strict=True):
+        labels = []
+        for method, color in (("alternating", "C0"), ("end_to_end", "C1")):
+            m = methods.get(method, {"candidates": []})
+            shared = _shared(m)
+            for c in m["candidates"]:
+                y, stats = len(labels), c["mAP@0.5"]
+                shown = " ".join(o for o in c["setting"].split() if o not in shared) or c["setting"]
+                labels.append(f"{method}: {shown}{' (default)' if c['default'] else ''}")
+                seeds = [v for v in c["by_seed"].values() if v is not None]
+                ax.plot(seeds, [y] * len(seeds), "o", color=color, alpha=0.45, markersize=4)
+                if stats["mean"] is not None:
+                    low, high = stats["low"], stats["high"]
+                    err = [[stats["mean"] - low], [high - stats["mean"]]] if low is not None else None
+                    ax.errorbar(stats["mean"], y, xerr=err, fmt="s", color=color, capsize=3)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        for tick, label in zip(ax.get_yticklabels(), labels, strict=True):
+            tick.set_fontweight("bold" if label.endswith("(default)") else "normal")
+        ax.invert_yaxis()
+        ax.set(xlabel="final val mAP@0.5 (mean, 95% CI; dots: seeds)", title=context)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def section(results: dict) -> list[str]:
     """The BENCHMARKS.md section: one table per dataset, then each method's verdict."""
     if "evidence" not in results:
@@ -160,4 +199,4 @@ def section(results: dict) -> list[str]:
         if common:
             lines += ["", "Every row of a method also sets " + "; ".join(common) + "."]
         lines += ["", *(_verdict(name, mm) for name, mm in methods.items()), ""]
-    return lines
+    return [*lines, f"![Each candidate's final mAP@0.5 per dataset, seeds as dots]({PLOT})", ""]

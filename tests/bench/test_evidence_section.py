@@ -96,3 +96,15 @@ def test_overrides_every_candidate_sets_alike_are_said_once_and_each_seed_is_sho
     assert "| alternating | budget=equal (default) | 3 | 0.803 [" in text
     assert "| 0.800 / 0.830 / 0.780 |" in text  # seeds 0, 1, 2 of budget=equal
     assert "Every row of a method also sets alternating: train.lr=0.02; end_to_end: train.lr=0.02." in text
+
+
+def test_the_plot_has_a_panel_per_dataset_and_the_section_links_it(tmp_path):
+    shapes = write_sweep(tmp_path / "shapes", sweep(0.05, -0.1))
+    glyphs = write_sweep(tmp_path / "glyphs", sweep(0.0, 0.1, data="glyphs"))
+    ev = evidence.collect([shapes, glyphs])
+    evidence.plot(ev, tmp_path / "evidence.png")
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "evidence.png").size
+    assert width > 2 * height  # two panels side by side
+    assert f"]({evidence.PLOT})" in "\n".join(evidence.section({"machine": MACHINE, "evidence": ev}))
