@@ -126,7 +126,7 @@ def _verdict(method: str, m: dict) -> str:
     ]
     return (
         f"* {method}: best {m['best']}; default - best = {fmt_mean_ci(gap)} mAP@0.5 "
-        f"(paired over {gap['n']} seeds): {noise}."
+        f"(paired over {gap['n']} seed{'s' if gap['n'] != 1 else ''}): {noise}."
     )
 
 
