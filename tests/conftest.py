@@ -15,6 +15,7 @@ from stages.spec import register_configs
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # Small, fast settings for real runs of the tiny model (a size, not a fake).
 FAST = [
+    "budget=equal",  # steps=N: N for each alternating stage, as these tests' checkpoints expect
     "data.num_train=48",
     "data.num_val=6",
     "backbone.pretrain_steps=40",

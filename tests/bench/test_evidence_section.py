@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from bench import evidence
+from orchestrator.resources import CONF_DIR
 from tests.outputs import test_evidence
 from tests.outputs.test_evidence import sweep
 
@@ -30,22 +31,24 @@ def write_sweep(root: Path, jobs: list[dict], names: list[str] | None = None) ->
     return root
 
 
-def with_the_config_s_default(jobs: list[dict]) -> tuple[list[dict], str]:
-    """The hand-made sweep's end_to_end default (``lr=null``) spelt as conf/ composes it now."""
-    default = f"stages.end_to_end.lr={evidence.defaults()['stages.end_to_end.lr']}"
+def with_the_config_s_defaults(jobs: list[dict]) -> tuple[list[dict], str, str]:
+    """The hand-made sweep's defaults (``budget=equal``, end_to_end ``lr=null``) spelt as conf/
+    composes them now."""
+    spelt = evidence.defaults()
+    budget, e2e = f"budget={spelt['budget']}", f"stages.end_to_end.lr={spelt['stages.end_to_end.lr']}"
+    mapping = {"budget=equal": budget, "stages.end_to_end.lr=null": e2e}
     for job in jobs:
-        job["overrides"] = [default if o == "stages.end_to_end.lr=null" else o for o in job["overrides"]]
-    return jobs, default
+        job["overrides"] = [mapping.get(o, o) for o in job["overrides"]]
+    return jobs, budget, e2e
 
 
 def test_a_sweep_on_disk_becomes_a_table_per_dataset_and_a_verdict_per_method(tmp_path):
-    jobs, e2e_default = with_the_config_s_default(sweep(0.05, -0.1))
+    jobs, budget, e2e_default = with_the_config_s_defaults(sweep(0.05, -0.1))
     results = {"machine": MACHINE, "evidence": evidence.collect([write_sweep(tmp_path, jobs)])}
     assert results["evidence"]["jobs"] == {"used": 11, "all": 12}
-    assert results["evidence"]["defaults"]["budget"] == "equal"
     text = "\n".join(evidence.section(results))
-    assert "`python -m orchestrator -m stage=all seed=0,1,2 data=shapes budget=equal,paper" in text
-    assert "| alternating | budget=equal (default) | 3 | 0.803 [" in text
+    assert f"`python -m orchestrator -m stage=all seed=0,1,2 data=shapes {budget},paper" in text
+    assert f"| alternating | {budget} (default) | 3 | 0.803 [" in text
     assert "* alternating: best budget=paper; default - best = -0.050" in text and "**outside noise**" in text
     assert f"* end_to_end: the default ({e2e_default}) is the best candidate." in text
 
@@ -77,7 +80,8 @@ def test_sweeps_side_by_side_make_one_table_per_dataset_and_a_command_each(tmp_p
 
 def test_every_candidate_key_has_its_default_spelt_as_an_override_would():
     spelt = evidence.defaults()
-    assert spelt["budget"] == "equal" and spelt["budget.split"] == "[1,1,1,1]"
+    assert spelt["budget"] in {p.stem for p in (Path(CONF_DIR) / "budget").glob("*.yaml")}
+    assert spelt["budget.split"].startswith("[") and "." not in spelt["budget.split"]  # [1,3,1,1], not 1.0
     assert spelt["stages.s2_fast_rcnn.lr_schedule"] == "cosine" and spelt["budget.total"] == "null"
     assert float(spelt["train.lr"]) > 0 and set(evidence.evidence.METHOD_KEYS["end_to_end"]) <= set(spelt)
 
@@ -87,14 +91,14 @@ def test_without_a_study_the_section_says_how_to_make_one():
 
 
 def test_overrides_every_candidate_sets_alike_are_said_once_and_each_seed_is_shown(tmp_path):
-    jobs = sweep(0.05, -0.1)
+    jobs, budget, _ = with_the_config_s_defaults(sweep(0.05, -0.1))
     for job in jobs:
         job["overrides"].append("train.lr=0.02")
     text = "\n".join(
         evidence.section({"machine": MACHINE, "evidence": evidence.collect([write_sweep(tmp_path, jobs)])})
     )
-    assert "| alternating | budget=equal (default) | 3 | 0.803 [" in text
-    assert "| 0.800 / 0.830 / 0.780 |" in text  # seeds 0, 1, 2 of budget=equal
+    assert f"| alternating | {budget} (default) | 3 | 0.803 [" in text
+    assert "| 0.800 / 0.830 / 0.780 |" in text  # seeds 0, 1, 2 of the default budget
     assert "Every row of a method also sets alternating: train.lr=0.02; end_to_end: train.lr=0.02." in text
 
 

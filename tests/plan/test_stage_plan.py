@@ -17,7 +17,9 @@ def plans_of(compose_config, overrides: list[str], run_dir: Path = Path("/run"))
 
 
 def test_steps_offsets_and_seeds_follow_the_schedule(compose_config):
-    cfg, plans = plans_of(compose_config, ["steps=10", "stages.s2_fast_rcnn.steps=7", "seed=5"])
+    cfg, plans = plans_of(
+        compose_config, ["budget=equal", "steps=10", "stages.s2_fast_rcnn.steps=7", "seed=5"]
+    )
     assert list(plans) == ["s1_rpn", "s2_fast_rcnn", "s3_rpn_shared", "s4_detector_head", "end_to_end"]
     assert [p.steps for p in plans.values()] == [10, 7, 10, 10, 37]  # end_to_end: the sum
     assert [p.step_offset for p in plans.values()] == [0, 10, 17, 27, 0]
@@ -30,7 +32,8 @@ def test_stage_lr_overrides_the_run_lr_and_end_to_end_steps_can_be_set(compose_c
     _, plans = plans_of(
         compose_config, ["train.lr=0.05", "stages.s4_detector_head.lr=0.01", "stages.end_to_end.steps=3"]
     )
-    assert plans["s1_rpn"].lr == 0.05 and plans["s4_detector_head"].lr == 0.01
+    assert plans["s2_fast_rcnn"].lr == 0.05 and plans["s4_detector_head"].lr == 0.01
+    assert plans["s1_rpn"].lr == pytest.approx(0.1)  # twice train.lr, as conf/stages/s1_rpn.yaml says
     assert plans["end_to_end"].steps == 3
 
 
@@ -63,7 +66,7 @@ def test_commands_name_the_stages_they_train_and_the_inputs_they_need(compose_co
 
 
 def test_plan_table_has_a_row_per_stage_with_resolved_steps(compose_config):
-    _, plans = plans_of(compose_config, ["steps=12"])
+    _, plans = plans_of(compose_config, ["budget=equal", "steps=12"])
     lines = plan_table(list(plans.values())).splitlines()
     assert len(lines) == 2 + 5
     s2 = next(line for line in lines if line.startswith("| s2_fast_rcnn"))
@@ -90,12 +93,14 @@ def test_budget_total_splits_over_the_stages_and_end_to_end_gets_the_same(compos
     assert [p.steps for p in heavy.values()] == [100, 200, 100, 200, 600]
     _, shared = plans_of(compose_config, ["budget=shared_heavy", "budget.total=600"])
     assert [p.steps for p in shared.values()] == [100, 300, 100, 100, 600]
-    _, default = plans_of(compose_config, ["steps=7"])  # no total: steps x stages, equal split
-    assert [p.steps for p in default.values()] == [7, 7, 7, 7, 28]
+    _, equal = plans_of(compose_config, ["budget=equal", "steps=7"])  # no total: steps x stages
+    assert [p.steps for p in equal.values()] == [7, 7, 7, 7, 28]
+    _, default = plans_of(compose_config, ["steps=6"])  # the default split: shared_heavy
+    assert [p.steps for p in default.values()] == [4, 12, 4, 4, 24]
 
 
 def test_a_stage_that_sets_its_steps_keeps_them_and_end_to_end_follows_the_sum(compose_config):
-    _, plans = plans_of(compose_config, ["budget.total=400", "stages.s3_rpn_shared.steps=10"])
+    _, plans = plans_of(compose_config, ["budget=equal", "budget.total=400", "stages.s3_rpn_shared.steps=10"])
     assert [p.steps for p in plans.values()] == [100, 100, 10, 100, 310]
 
 
@@ -116,12 +121,12 @@ def test_plan_table_shows_each_stage_schedule(compose_config):
     assert row.split("|")[-2].strip() == "0.005 constant, warmup 50"
 
 
-def test_end_to_end_s_rate_is_twice_train_lr_unless_it_sets_its_own(compose_config):
+def test_end_to_end_s_and_stage_1_s_rates_are_twice_train_lr_unless_they_set_their_own(compose_config):
     _, plans = plans_of(compose_config, [])
-    assert [p.lr for p in plans.values()] == pytest.approx([0.02, 0.02, 0.02, 0.02, 0.04])
+    assert [p.lr for p in plans.values()] == pytest.approx([0.04, 0.02, 0.02, 0.02, 0.04])  # s1 too
     _, lower = plans_of(compose_config, ["train.lr=0.005"])  # a train.lr sweep moves both methods
-    assert [p.lr for p in lower.values()] == pytest.approx([0.005] * 4 + [0.01])
+    assert [p.lr for p in lower.values()] == pytest.approx([0.01, 0.005, 0.005, 0.005, 0.01])
     _, own = plans_of(compose_config, ["stages.end_to_end.lr=0.03"])
-    assert own["end_to_end"].lr == pytest.approx(0.03) and own["s1_rpn"].lr == pytest.approx(0.02)
+    assert own["end_to_end"].lr == pytest.approx(0.03) and own["s2_fast_rcnn"].lr == pytest.approx(0.02)
     _, null = plans_of(compose_config, ["stages.end_to_end.lr=null"])  # null: train.lr, as any stage
     assert null["end_to_end"].lr == pytest.approx(0.02)
