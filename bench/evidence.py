@@ -142,7 +142,7 @@ def plot(ev: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     contexts = list(ev["contexts"].items())
-    fig, axes = plt.subplots(1, len(contexts), figsize=(6.5 * len(contexts), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(contexts), figsize=(7.5 * len(contexts), 3.4), squeeze=False)
     for ax, (context, methods) in zip(axes[0], contexts, strict=True):
         labels = []
         for method, color in (("alternating", "C0"), ("end_to_end", "C1")):
@@ -162,7 +162,7 @@ def plot(ev: dict, path: Path) -> None:
         for tick, label in zip(ax.get_yticklabels(), labels, strict=True):
             tick.set_fontweight("bold" if label.endswith("(default)") else "normal")
         ax.invert_yaxis()
-        ax.set(xlabel="final val mAP@0.5 (mean, 95% CI; dots: seeds)", title=context)
+        ax.set(xlabel="val mAP@0.5: mean, 95% CI, seeds", title=context)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -181,7 +181,8 @@ def section(results: dict) -> list[str]:
     lines = [
         "## Defaults on evidence: each method's candidates at the default total budget",
         "",
-        f"{' and '.join(f'`{c}`' for c in ev['commands'])} ({ev['jobs']['used']} of {ev['jobs']['all']} jobs finished; "
+        "The settings the jobs span (candidates added later join a sweep directory under their own "
+        f"subdirectory, so not every combination ran): {' and '.join(f'`{c}`' for c in ev['commands'])} ({ev['jobs']['used']} of {ev['jobs']['all']} jobs finished; "
         f"{m['cores']} cores, TensorFlow {m['tensorflow']}, {', '.join(ev['dates'])}). mAP@0.5 and mAP: mean "
         f"[{pct} interval, Student t] over seeds; CPU: the method's training CPU seconds (mean). Each "
         "method's candidates change its own stages only, so a (candidate, seed) counts once.",
