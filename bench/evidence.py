@@ -36,7 +36,6 @@ def defaults() -> dict[str, str]:
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
     from orchestrator.resources import CONF_DIR
     from stages.spec import register_configs
@@ -182,7 +181,8 @@ def section(results: dict) -> list[str]:
         "## Defaults on evidence: each method's candidates at the default total budget",
         "",
         "The settings the jobs span (candidates added later join a sweep directory under their own "
-        f"subdirectory, so not every combination ran): {' and '.join(f'`{c}`' for c in ev['commands'])} ({ev['jobs']['used']} of {ev['jobs']['all']} jobs finished; "
+        f"subdirectory, so not every combination ran): {' and '.join(f'`{c}`' for c in ev['commands'])} "
+        f"({ev['jobs']['used']} of {ev['jobs']['all']} jobs finished; "
         f"{m['cores']} cores, TensorFlow {m['tensorflow']}, {', '.join(ev['dates'])}). mAP@0.5 and mAP: mean "
         f"[{pct} interval, Student t] over seeds; CPU: the method's training CPU seconds (mean). Each "
         "method's candidates change its own stages only, so a (candidate, seed) counts once.",

@@ -522,7 +522,7 @@ def validate_config(cfg: Config) -> None:
 
 def times(factor: float, value: float | None) -> float | None:
     """``${frcnn_alt_times:2,${train.lr}}``: a rate that follows ``train.lr`` at a fixed ratio
-    (end_to_end's default), so a sweep over ``train.lr`` still moves both methods."""
+    (stage 1's and end_to_end's defaults), so a sweep over ``train.lr`` still moves every stage."""
     return None if value is None else float(factor) * float(value)
 
 
