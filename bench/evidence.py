@@ -97,9 +97,14 @@ def collect(sweep_dirs: list[Path]) -> dict:
     }
 
 
+def _shown(c: dict, shared: set[str], otherwise: str) -> str:
+    """A candidate's setting without the overrides all its method's candidates share."""
+    return " ".join(o for o in c["setting"].split() if o not in shared) or otherwise
+
+
 def _row(method: str, c: dict, shared: set[str]) -> str:
     mark = " (default)" if c["default"] else ""
-    shown = " ".join(o for o in c["setting"].split() if o not in shared) or "(as below)"
+    shown = _shown(c, shared, "(as below)")
     by_seed = " / ".join(fmt(v) for v in c["by_seed"].values())
     cpu = c["train_cpu_seconds"]["mean"]
     return (
@@ -149,7 +154,7 @@ def plot(ev: dict, path: Path) -> None:
             shared = _shared(m)
             for c in m["candidates"]:
                 y, stats = len(labels), c["mAP@0.5"]
-                shown = " ".join(o for o in c["setting"].split() if o not in shared) or c["setting"]
+                shown = _shown(c, shared, c["setting"])
                 labels.append(f"{method}: {shown}{' (default)' if c['default'] else ''}")
                 seeds = [v for v in c["by_seed"].values() if v is not None]
                 ax.plot(seeds, [y] * len(seeds), "o", color=color, alpha=0.45, markersize=4)
@@ -195,8 +200,9 @@ def section(results: dict) -> list[str]:
             f"| method | setting | seeds | mAP@0.5 [{pct}] | mAP@0.5 by seed | mAP [{pct}] | CPU s |",
         ]
         lines.append("|---|---|---|---|---|---|---|")
-        lines += [_row(name, c, _shared(mm)) for name, mm in methods.items() for c in mm["candidates"]]
-        common = [f"{name}: {' '.join(sorted(_shared(mm)))}" for name, mm in methods.items() if _shared(mm)]
+        shared = {name: _shared(mm) for name, mm in methods.items()}
+        lines += [_row(name, c, shared[name]) for name, mm in methods.items() for c in mm["candidates"]]
+        common = [f"{name}: {' '.join(sorted(same))}" for name, same in shared.items() if same]
         if common:
             lines += ["", "Every row of a method also sets " + "; ".join(common) + "."]
         lines += ["", *(_verdict(name, mm) for name, mm in methods.items()), ""]
