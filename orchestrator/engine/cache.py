@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from orchestrator.engine import cache_keys, cache_store
+from orchestrator.engine import cache_input, cache_keys, cache_store
 from orchestrator.engine.cache_keys import without_steps
 from orchestrator.odapi import builder, fields, proposals
 from stages.cache import FEATURES, FLIP, PHOTOMETRIC, PROPOSALS, flip_step
@@ -72,6 +72,17 @@ class FrozenCache:
     reused: bool  # complete on disk already (a resumed stage, or another sweep job built it)
     build_seconds: float  # this process's: building, or loading a reused cache
     build_cpu_seconds: float
+    image: dict | None = None  # the training images' shape and dtype, as the build pass saw them
+
+    @property
+    def outputs(self) -> dict[str, np.ndarray]:
+        """The frozen parts' outputs alone (not the stock inputs kept beside them)."""
+        return {name: a for name, a in self.arrays.items() if not name.startswith(cache_input.INPUT)}
+
+    @property
+    def replaces_images(self) -> bool:
+        """Whether training can draw its batches from the rows (:mod:`~orchestrator.engine.cache_input`)."""
+        return any(name.startswith(cache_input.INPUT) for name in self.arrays)
 
     @property
     def nbytes(self) -> int:
@@ -79,14 +90,15 @@ class FrozenCache:
 
     def summary(self) -> dict:
         return {
-            "parts": sorted({name.split("/")[0] for name in self.arrays}),
+            "parts": sorted({name.split("/")[0] for name in self.outputs}),
             "place": self.place,
             "directory": str(self.directory),
             "reused": self.reused,
             "entries": len(self.keys),
             "flips": self.flips,
-            "shapes": {name: list(a.shape[1:]) for name, a in self.arrays.items()},
-            "dtypes": {name: str(a.dtype) for name, a in self.arrays.items()},
+            "shapes": {name: list(a.shape[1:]) for name, a in self.outputs.items()},
+            "dtypes": {name: str(a.dtype) for name, a in self.outputs.items()},
+            "input": "cached rows" if self.replaces_images else "images",
             "bytes": self.nbytes,
             "build_seconds": round(self.build_seconds, 2),
             "build_cpu_seconds": round(self.build_cpu_seconds, 2),
@@ -108,9 +120,9 @@ class CacheLookup:
             self.table = tf.lookup.StaticHashTable(initializer, default_value=-1)
             self.memory = cache.place == "memory"
             if self.memory:
-                self.arrays = {name: tf.constant(np.asarray(a)) for name, a in cache.arrays.items()}
+                self.arrays = {name: tf.constant(np.asarray(a)) for name, a in cache.outputs.items()}
             else:
-                self.arrays = cache.arrays
+                self.arrays = cache.outputs
 
     def __call__(self, images: tf.Tensor, keys: tf.Tensor | None = None) -> dict:
         """Entries for ``images``; under ``cache.mode=force`` for their record-and-flip ``keys``."""
@@ -173,14 +185,19 @@ def build_cache(
     frozen_part = outputs()
 
     @tf.function(reduce_retracing=True)
-    def compute(images, true_shapes, hashes, flip):
+    def compute(features, labels, flip):
         tf.keras.backend.set_learning_phase(True)  # as the training step (frozen BatchNorm is pinned)
+        images = features[fields.InputDataFields.image]
+        hashes = features[cache_keys.HASH]
         keys = (
             cache_keys.record_keys(hashes, tf.fill(tf.shape(hashes), flip))
             if by_record
             else cache_keys.image_keys(images)
         )
-        return keys, frozen_part(images, true_shapes)
+        out = frozen_part(images, features[fields.InputDataFields.true_image_shape])
+        if any(name.startswith(f"{FEATURES}/") for name in out):  # the image is not needed: keep its inputs
+            out |= cache_input.stock_inputs(features, labels)
+        return keys, out
 
     reader = configs["train_input_config"]
     capacity = (cache_keys.distinct_source_ids(reader) if by_record else _records(reader)) * len(flips)
@@ -189,20 +206,17 @@ def build_cache(
         for flip in flips:
             data = builder.train_dataset(_build_pass(configs, flip, by_record), model, repeat=False)
             name = f"{stage} cache ({'flipped' if flip else 'unflipped'})"
-            for features, _ in tqdm(data, desc=name, unit="batch"):
-                batch_keys, out = compute(
-                    features[fields.InputDataFields.image],
-                    features[fields.InputDataFields.true_image_shape],
-                    features[cache_keys.HASH],
-                    tf.constant(flip),
-                )
+            for features, labels in tqdm(data, desc=name, unit="batch"):
+                batch_keys, out = compute(features, labels, tf.constant(flip))
                 batch_keys, out = batch_keys.numpy(), {k: v.numpy() for k, v in out.items()}
                 if writer is None:
                     writer = cache_store.Writer(directory, capacity, budget.float16)
                     # Before anything is written: TooLarge, or whether it will fit on the disk.
                     budget.place(_estimate(writer, batch_keys, out, capacity), cache_store.free_mb(directory))
                 writer.append(batch_keys, out)
-        writer.commit({"stage": stage, "flips": len(flips), "by_record": by_record})
+        image = data.element_spec[0][fields.InputDataFields.image]
+        meta = {"stage": stage, "flips": len(flips), "by_record": by_record}
+        writer.commit(meta | {"image": {"shape": image.shape[1:].as_list(), "dtype": image.dtype.name}})
     except BaseException:
         if writer is not None:
             writer.discard()
@@ -265,7 +279,9 @@ def _opened(
     size = keys.nbytes + sum(a.nbytes for a in arrays.values())
     place = budget.place(size, free_disk_mb=float("inf"))  # already on disk
     elapsed, cpu_seconds = time.time() - started, time.process_time() - cpu
-    return FrozenCache(keys, arrays, meta["flips"], place, directory, reused, elapsed, cpu_seconds)
+    return FrozenCache(
+        keys, arrays, meta["flips"], place, directory, reused, elapsed, cpu_seconds, meta.get("image")
+    )
 
 
 def _estimate(writer: cache_store.Writer, keys: np.ndarray, outputs: dict, rows: int) -> float:
@@ -299,7 +315,9 @@ def _build_pass(configs: dict, flip: bool, by_record: bool = False) -> dict:
 
 
 def log_summary(stage: str, cache: FrozenCache) -> None:
-    shapes = ", ".join(f"{name} {list(a.shape[1:])} {a.dtype}" for name, a in cache.arrays.items())
+    shapes = ", ".join(f"{name} {list(a.shape[1:])} {a.dtype}" for name, a in cache.outputs.items())
+    if cache.replaces_images:
+        shapes += "; with each image's stock inputs: training reads these rows, not the images"
     how = "reused" if cache.reused else "built"
     log.info(
         "%s: cached %d entries (%d flip state%s; %s) = %.1f MiB, read from %s; %s in %.1f s (CPU %.1f s): %s",

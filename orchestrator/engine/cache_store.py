@@ -29,7 +29,7 @@ import numpy as np
 from google.protobuf import text_format
 
 log = logging.getLogger(__name__)
-FORMAT = 1  # bump when the layout or the meaning of an entry changes
+FORMAT = 2  # bump when the layout or the meaning of an entry changes
 KEYS, META = "keys.npy", "meta.json"
 _HOST = socket.gethostname().replace("-", "_")  # partials are named <cache>.partial-<host>-<pid>
 

@@ -11,7 +11,8 @@ Call order inside :func:`train_stage` (like detectron2's ``HookBase`` docstring)
    the frozen parts (that proposer, or the stage's own frozen shared convs and RPN) once over
    the training images (:mod:`orchestrator.engine.cache`), so the stage trains on their cached
    outputs (a cached proposer is dropped: training never calls it; it first computes the val
-   proposals the stage's evaluation replays, so evaluation needs no proposer either);
+   proposals the stage's evaluation replays, so evaluation needs no proposer either); a cache
+   of shared features replaces the image pipeline too (:mod:`orchestrator.engine.cache_input`);
 5. loop: the inner step (:mod:`orchestrator.engine.step`), summaries every ``log_every`` steps,
    a checkpoint every ``checkpoint_every`` steps and at the end; a non-finite loss stops the
    stage and keeps the last good checkpoint; SIGINT/SIGTERM (:mod:`orchestrator.engine.interrupts`)
@@ -28,7 +29,9 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +40,7 @@ from tqdm import tqdm
 
 from orchestrator.engine import audit as audit_lib
 from orchestrator.engine import cache as cache_lib
-from orchestrator.engine import cache_keys, cache_store, interrupts
+from orchestrator.engine import cache_input, cache_keys, cache_store, interrupts
 from orchestrator.engine.anytime import AnytimeCurve, Evaluate
 from orchestrator.engine.cache_store import CacheContext, cache_key
 from orchestrator.engine.distribute import LOST, Worker, lost_contact
@@ -129,8 +132,8 @@ class _ProposerAudit:
         return audit_lib.audit(self.groups, self.snapshot, self.snapshot.digest())
 
 
-def _predict_fn(model, proposer_model, lookup, first_stage_only: bool):
-    if lookup is not None:
+def _predict_fn(model, proposer_model, cached, lookup, first_stage_only: bool):
+    if cached is not None:  # from the batch (cache rows), else through the lookup
         return proposals.cached_predict(model, lookup, first_stage_only)
     if proposer_model is not None:
         live = proposals.frozen_proposer_predict(model, proposer_model)
@@ -290,7 +293,12 @@ def _train_stage(run: StageRun) -> dict:
     with strategy.scope():
         model = builder.build_model(configs, is_training=True)
         data_configs, transform = cache_keys.training_input(run.cache, configs)
-        data, first = _train_iterator(strategy, data_configs, model, run.worker.multi, transform)
+
+        def stock(input_context=None):
+            dataset = builder.train_dataset(data_configs, model, input_context=input_context)
+            return dataset if transform is None else dataset.map(transform)
+
+        data, first = _train_iterator(strategy, stock, run.worker.multi)
         builder.ensure_built(model, *first)
         groups = resolve_groups(model)
         global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -313,14 +321,19 @@ def _train_stage(run: StageRun) -> dict:
         _log_groups(run, groups, report, model.trainable_variables)
         snapshot = audit_lib.Snapshot.take(groups, run.spec.frozen_groups)
         initial_digest = audit_lib.load_or_store_digest(run.files.audit_init, snapshot)
-        proposer_model, proposer_audit, lookup, extra = _frozen_inputs(
+        proposer_model, proposer_audit, cached, extra = _frozen_inputs(
             run, model, configs, first, initial_digest
         )
+        lookup = None
+        if cached is not None and cached.replaces_images:  # the image pipeline is not needed
+            data, _ = _train_iterator(strategy, partial(cache_input.rows_dataset, cached, configs))
+        elif cached is not None:
+            lookup = cache_lib.CacheLookup(cached)  # holds the only copy
         first_stage_only = run.spec.skips_second_stage and run.proposer is None
         step_fn = make_train_step(
             model,
             optimizer,
-            _predict_fn(model, proposer_model, lookup, first_stage_only),
+            _predict_fn(model, proposer_model, cached, lookup, first_stage_only),
             first_stage_only=first_stage_only,
             clip_norm=configs["train_config"].gradient_clipping_by_norm or None,
             num_replicas=strategy.num_replicas_in_sync,
@@ -359,7 +372,7 @@ def _train_stage(run: StageRun) -> dict:
 
 
 def _frozen_inputs(run: StageRun, model, configs: dict, first, frozen_digest: dict) -> tuple:
-    """(live proposer, its audit, cache lookup, metrics): where the frozen parts' outputs come from.
+    """(live proposer, its audit, the cache, metrics): where the frozen parts' outputs come from.
 
     With caching on, the frozen parts (the proposer, or the stage model's own frozen groups,
     already frozen and pinned here) run once over the training images, or a complete cache
@@ -399,7 +412,7 @@ def _frozen_inputs(run: StageRun, model, configs: dict, first, frozen_digest: di
         extra["cache"]["val_proposals"] = _val_proposals(run, digest, configs, model, proposer)
     if proposer.audit is not None:
         extra["proposer_audit"] = proposer.audit.check()
-    return None, None, cache_lib.CacheLookup(cached), extra  # the lookup holds the only copy
+    return None, None, cached, extra
 
 
 def _val_proposals(run: StageRun, digest: dict, configs: dict, model, proposer: _FrozenProposer) -> dict:
@@ -467,22 +480,16 @@ def _distribution(run: StageRun, strategy, configs) -> dict:
     return out
 
 
-def _train_iterator(strategy, configs, model, shard_data: bool = False, transform=None) -> tuple:
-    """(training iterator, one batch to build the model with).
+def _train_iterator(strategy, dataset_fn: Callable, shard_data: bool = False) -> tuple:
+    """(training iterator, one batch to build the model with), from ``dataset_fn(input_context)``.
 
     On one replica the batch comes from the training iterator itself: the OD API input
     pipeline costs seconds to build (autograph converts its map functions), so it is built once.
     A distributed iterator yields per-replica batches, so the model gets its own plain batch.
     Across workers (``shard_data``) every worker reads the same global batches and keeps its own
     slice of each (sharding by data: the built-in data is one file, and the OD API shards by
-    file); the batch after the model's is step 1's, as on one replica. ``transform`` maps
-    each batch (``cache.mode=force``: :func:`orchestrator.engine.cache_keys.training_input`).
+    file); the batch after the model's is step 1's, as on one replica.
     """
-
-    def dataset_fn(input_context=None):
-        dataset = builder.train_dataset(configs, model, input_context=input_context)
-        return dataset if transform is None else dataset.map(transform)
-
     if strategy.num_replicas_in_sync == 1:
         data = iter(dataset_fn())
         return data, next(data)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from orchestrator.engine.cache_input import cached_entries
 from orchestrator.engine.cache_keys import CACHE_KEY
 from orchestrator.odapi import fields, proposals
 from orchestrator.odapi.builder import provide_groundtruth
@@ -19,8 +20,12 @@ def compute_losses(model, predict: proposals.PredictFn, features, labels, first_
     provide_groundtruth(model, labels)
     images = features[fields.InputDataFields.image]
     true_shapes = features[fields.InputDataFields.true_image_shape]
-    keys = features.get(CACHE_KEY)  # cache.mode=force: which entry each image reads
-    prediction = predict(images, true_shapes) if keys is None else predict(images, true_shapes, keys=keys)
+    given = {}
+    if cached := cached_entries(features):  # a batch of cache rows (its image: zeros of its shape)
+        given["cached"] = cached
+    elif (keys := features.get(CACHE_KEY)) is not None:  # cache.mode=force: which entry each image reads
+        given["keys"] = keys
+    prediction = predict(images, true_shapes, **given)
     losses = proposals.loss(model, prediction, true_shapes, first_stage_only)
     regularization = [r for r in model.regularization_losses() if r is not None]
     if regularization:

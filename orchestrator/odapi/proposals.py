@@ -156,9 +156,10 @@ def first_stage_nms(model, rpn: dict, images: tf.Tensor, true_shapes: tf.Tensor)
     return boxes, scores, num
 
 
-def cached_predict(model, lookup: Callable[..., dict], first_stage_only: bool) -> PredictFn:
-    """The stage's prediction with its frozen parts' outputs from ``lookup(images, keys)``
-    (``keys``: the record-and-flip keys of ``cache.mode=force``; None: the images' own).
+def cached_predict(model, lookup: Callable[..., dict] | None, first_stage_only: bool) -> PredictFn:
+    """The stage's prediction with its frozen parts' outputs: ``cached``, when the batch carries
+    them (``orchestrator/engine/cache_input.py``), else from ``lookup(images, keys)`` (``keys``:
+    the record-and-flip keys of ``cache.mode=force``; None: the images' own).
 
     ``features/<level>``: the shared convs' output, in place of calling them (stages 3, 4).
     ``proposals/*``: an NMS output, replayed in place of the NMS (stage 2: the frozen
@@ -168,8 +169,8 @@ def cached_predict(model, lookup: Callable[..., dict], first_stage_only: bool) -
     cached proposals (frozen shared convs, an RPN that trains) run the stock ``predict``.
     """
 
-    def predict(images, true_shapes, keys=None):
-        cached = lookup(images, keys)
+    def predict(images, true_shapes, keys=None, cached=None):
+        cached = cached or lookup(images, keys)
         levels = sorted((k for k in cached if k.startswith("features/")), key=lambda k: int(k.split("/")[1]))
         features = [cached[k] for k in levels] or None
         if "proposals/boxes" not in cached:

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from orchestrator.engine import cache as cache_lib
-from orchestrator.engine import cache_keys, cache_store, evaluate
+from orchestrator.engine import cache_input, cache_keys, cache_store, evaluate
 from orchestrator.engine.runner import Proposer, build_frozen_proposer
 from orchestrator.engine.step import compute_losses
 from orchestrator.layout import StageFiles
@@ -124,6 +124,42 @@ def test_a_batch_on_cached_frozen_parts_has_the_live_losses_and_gradients(frozen
     cached_fn = proposals.cached_predict(model, cache_lib.CacheLookup(cached), first_stage_only=rpn_only)
     replayed = _losses_and_gradients(model, cached_fn, features, labels, rpn_only)
     _assert_same(live, replayed, "RPNLoss" if rpn_only else "BoxClassifierLoss")
+
+
+def test_a_batch_of_cache_rows_trains_as_the_stock_batch_of_its_images(frozen_own):
+    """Stages 3 and 4 read rows, not images: each row's stored inputs are what the stock input
+    gave with its image, and a step on rows (blank images) has the live losses and gradients."""
+    name, model, cached, data = frozen_own
+    rpn_only = name == "s3_rpn_shared"
+    assert cached.replaces_images
+    features, labels = next(data)
+    images = features[fields.InputDataFields.image]
+    position = {int(k): i for i, k in enumerate(cached.keys)}
+    rows = [position[int(k)] for k in cache_keys.image_keys(images).numpy()]
+    row_features, row_labels = cache_input.reader(cached)(tf.constant(rows, tf.int64))
+    assert row_labels.keys() == labels.keys()
+    for key, value in [*labels.items(), *features.items()]:
+        if key != fields.InputDataFields.image:
+            got = (row_labels if key in labels else row_features)[key]
+            np.testing.assert_array_equal(got.numpy(), value.numpy(), err_msg=key)
+    live_fn = proposals.rpn_only_predict(model) if rpn_only else proposals.own_predict(model)
+    live = _losses_and_gradients(model, live_fn, features, labels, rpn_only)
+    from_rows = proposals.cached_predict(model, None, first_stage_only=rpn_only)
+    replayed = _losses_and_gradients(model, from_rows, row_features, row_labels, rpn_only)
+    _assert_same(live, replayed, "RPNLoss" if rpn_only else "BoxClassifierLoss")
+
+
+def test_a_flipped_row_is_its_records_row_mirrored(frozen_own):
+    """Training pairs row r with row r + records as one record's two flip states."""
+    _, _, cached, _ = frozen_own
+    records = len(cached.keys) // 2
+    boxes = cached.arrays["input/labels/groundtruth_boxes"]
+    counts = cached.arrays["input/labels/num_groundtruth_boxes"]
+    np.testing.assert_array_equal(counts[:records], counts[records:])
+    for r in range(records):
+        ymin, xmin, ymax, xmax = boxes[r, : counts[r]].T
+        mirrored = np.stack([ymin, 1 - xmax, ymax, 1 - xmin], axis=-1)
+        np.testing.assert_allclose(boxes[records + r, : counts[r]], mirrored, atol=1e-6)
 
 
 @pytest.mark.parametrize("frozen_own", ["s3_rpn_shared"], indirect=True)
@@ -300,6 +336,7 @@ def test_the_chains_frozen_stages_trained_on_their_caches(alternating_run, name,
     assert metrics["cache"]["parts"] == parts and metrics["cache"]["place"] == "memory"
     assert not metrics["cache"]["reused"] and not Path(metrics["cache"]["directory"]).exists()  # not kept
     assert metrics["cache"]["entries"] == 2 * _train_images(run_dir)
+    assert metrics["cache"]["input"] == ("images" if name == "s2_fast_rcnn" else "cached rows")
     assert metrics["frozen_audit"]["passed"]
     assert ("proposer_audit" in metrics) == (name == "s2_fast_rcnn")  # built its cache: audited
     if name == "s2_fast_rcnn":  # its evaluation replayed the val proposals built with its cache
