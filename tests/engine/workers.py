@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,17 +113,20 @@ def kill(procs: list[Proc], sig: int = signal.SIGKILL) -> None:
             p.popen.wait(timeout=30)
 
 
-def wait_for(path_glob: tuple[Path, str], timeout: float, procs: list[Proc]) -> Path:
-    """The first file matching ``glob`` under ``root``, polling; fails (killing all) on timeout."""
+def wait_for(
+    path_glob: tuple[Path, str], timeout: float, procs: list[Proc], accept: Callable[[Path], bool] = bool
+) -> Path:
+    """The first file matching ``glob`` under ``root`` that ``accept`` takes, polling; fails
+    (killing all) on timeout or when a process ends first."""
     root, pattern = path_glob
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = sorted(root.glob(pattern))
+        found = [path for path in sorted(root.glob(pattern)) if accept(path)]
         if found:
             return found[0]
         if any(p.popen.poll() is not None for p in procs):
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     kill(procs)
     tails = "\n".join(f"--- {q.name}:\n{q.tail()}" for q in procs)
     raise AssertionError(f"no {pattern} under {root} within {timeout:.0f} s:\n{tails}")
