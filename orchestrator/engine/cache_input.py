@@ -32,14 +32,15 @@ from stages.cache import flip_step
 if TYPE_CHECKING:
     from orchestrator.engine.cache import FrozenCache
 
-INPUT = "input/"  # cache entries holding the stock pipeline's features ("input/features/...") and labels
+INPUT = "input/"  # cache entries holding the stock pipeline's features and labels:
+FEATURES_IN, LABELS_IN = f"{INPUT}features/", f"{INPUT}labels/"  # "input/features/<field>", ...
 CACHED = "frcnn_alt/cached/"  # a batch's cached outputs, by name, among its features
 
 
 def stock_inputs(features: dict, labels: dict) -> dict:
     """What the stock pipeline gave with a batch of images, but the images: named cache entries."""
-    kept = {f"{INPUT}features/{k}": v for k, v in features.items() if k != fields.InputDataFields.image}
-    return kept | {f"{INPUT}labels/{k}": v for k, v in labels.items()}
+    kept = {FEATURES_IN + k: v for k, v in features.items() if k != fields.InputDataFields.image}
+    return kept | {LABELS_IN + k: v for k, v in labels.items()}
 
 
 def cached_entries(features: dict) -> dict:
@@ -97,10 +98,10 @@ def reader(cache: FrozenCache):
         features, labels = {}, {}
         for name, array, value in zip(names, arrays, values, strict=True):
             value.set_shape(rows.shape.concatenate(array.shape[1:]))
-            if name.startswith(f"{INPUT}features/"):
-                features[name[len(f"{INPUT}features/") :]] = value
-            elif name.startswith(f"{INPUT}labels/"):
-                labels[name[len(f"{INPUT}labels/") :]] = value
+            if name.startswith(FEATURES_IN):
+                features[name[len(FEATURES_IN) :]] = value
+            elif name.startswith(LABELS_IN):
+                labels[name[len(LABELS_IN) :]] = value
             else:  # float16 entries widened back to float32 for the stock heads
                 features[CACHED + name] = tf.cast(value, tf.float32) if value.dtype == tf.float16 else value
         features[fields.InputDataFields.image] = tf.zeros(rows.shape.concatenate(image[0]), image[1])
